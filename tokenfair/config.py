@@ -1,0 +1,331 @@
+"""Loading and checking a tokenfair config, and enumerating its training grid.
+
+`resolve(config)` validates against `config.schema.yaml` (filling its defaults), then runs the checks a
+JSON schema cannot express, reading only what is cheap (file existence, Parquet footers, the first JSON
+line, tokenizer.json). Every error names the config key and says what was expected. It runs at planning
+time, before any job, so it must stay fast: no torch import here.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import glob
+import json
+import os
+from importlib import resources
+from typing import Any, Iterator
+
+import yaml
+
+from .errors import ConfigError
+from .paths import SPECIAL_TOKENS, format_value, run_subpath
+
+N_BYTES = 256
+FIXED_AXES = ("model", "weight_decay")  # then config["axes"] in order, then "seed"
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict:
+    text = resources.files("tokenfair").joinpath("config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def schema_path() -> str:
+    return str(resources.files("tokenfair").joinpath("config.schema.yaml"))
+
+
+def _validator():
+    import jsonschema
+
+    base = jsonschema.Draft7Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, sch):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, sch)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})(schema())
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def validate(config: dict) -> dict:
+    """Schema validation with defaults filled in; returns a new dict. Raises ConfigError naming the key."""
+    cfg = copy.deepcopy(dict(config))
+    errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        # additionalProperties errors sit on the parent; name the offending key itself.
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            where = _key(list(err.absolute_path) + extra[:1])
+            raise ConfigError(f"config key {where}: unknown key (allowed: {', '.join(sorted(err.schema.get('properties', {})))})")
+        raise ConfigError(f"config key {_key(err.absolute_path)}: {err.message}")
+    return cfg
+
+
+def load(path: str, overrides: dict | None = None) -> dict:
+    """Read a YAML config file, apply --config style overrides, and resolve it."""
+    try:
+        with open(path) as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    cfg.update(overrides or {})
+    return resolve(cfg)
+
+
+def resolve(config: dict, check_files: bool = True) -> dict:
+    """Validate, fill defaults, normalise and check a config. Returns the resolved config."""
+    cfg = validate(config)
+    cfg["models"] = _normalise_models(cfg["models"])
+    cfg["weight_decays"] = [float(w) for w in cfg["weight_decays"]]
+    _check_tokenizers(cfg, check_files)
+    _check_corpora(cfg, check_files)
+    _check_models(cfg)
+    _check_axes(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# checks
+
+
+def _normalise_models(models) -> dict[str, dict]:
+    if isinstance(models, list):
+        models = {name: name for name in models}
+    out = {}
+    for name, spec in models.items():
+        out[name] = {"preset": spec} if isinstance(spec, str) else dict(spec)
+    return out
+
+
+def corpus_tokenizers(cfg: dict, corpus: str) -> list[str]:
+    spec = cfg["corpora"][corpus]
+    return list(spec.get("tokenizers") or cfg["tokenizers"])
+
+
+def corpus_splits(spec: dict) -> list[str]:
+    """The splits a corpus spec produces, in order; train always, others when configured."""
+    splits = ["train"]
+    if spec.get("validation_fraction", 0) > 0:
+        splits.append("validation")
+    if spec.get("test_fraction", 0) > 0 or spec.get("heldout_files"):
+        splits.append("test")
+    return splits
+
+
+def _check_tokenizers(cfg: dict, check_files: bool) -> None:
+    min_vocab = N_BYTES + len(SPECIAL_TOKENS)
+    for tid, spec in cfg["tokenizers"].items():
+        key = f"tokenizers.{tid}"
+        if spec["type"] == "bpe":
+            if "vocab_size" not in spec:
+                raise ConfigError(f"config key {key}.vocab_size: required for a bpe tokenizer")
+            if spec["vocab_size"] < min_vocab:
+                raise ConfigError(
+                    f"config key {key}.vocab_size: {spec['vocab_size']} is below {min_vocab} "
+                    f"(256 byte symbols + {len(SPECIAL_TOKENS)} special tokens)"
+                )
+        else:
+            if "path" not in spec:
+                raise ConfigError(f"config key {key}.path: required for a tokenizer of type file")
+            if check_files:
+                check_tokenizer_file(spec["path"], f"{key}.path")
+
+
+def check_tokenizer_file(path: str, key: str) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config key {key}: tokenizer file {path} does not exist")
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(path)
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+        raise ConfigError(f"config key {key}: {path} is not a valid tokenizer.json ({exc})") from None
+
+
+def _check_corpora(cfg: dict, check_files: bool) -> None:
+    for name, spec in cfg["corpora"].items():
+        key = f"corpora.{name}"
+        for tid in spec.get("tokenizers") or []:
+            if tid not in cfg["tokenizers"]:
+                raise ConfigError(
+                    f"config key {key}.tokenizers: unknown tokenizer id {tid!r} (defined: {', '.join(cfg['tokenizers'])})"
+                )
+        if spec["validation_fraction"] + spec["test_fraction"] >= 1:
+            raise ConfigError(f"config key {key}: validation_fraction + test_fraction must be below 1")
+        src = spec["source"]
+        if src == "embedded":
+            from .corpus import EMBEDDED
+
+            if spec["name"] not in EMBEDDED:
+                raise ConfigError(f"config key {key}.name: unknown embedded corpus {spec['name']!r} (have: {', '.join(EMBEDDED)})")
+        elif src in ("text", "jsonl", "parquet"):
+            if "path" not in spec:
+                raise ConfigError(f"config key {key}.path: required for source {src}")
+            if check_files:
+                files = input_files(spec)
+                if not files:
+                    raise ConfigError(f"config key {key}.path: {spec['path']} matches no {src} file")
+                for f in files:
+                    if src == "parquet":
+                        check_parquet(f, f"{key}.path", spec["text_column"])
+                    elif src == "jsonl":
+                        check_jsonl(f, f"{key}.path", spec["text_column"])
+        elif src == "hf":
+            for req in ("repo", "revision", "files"):
+                if req not in spec:
+                    raise ConfigError(f"config key {key}.{req}: required for source hf")
+
+
+_EXTENSIONS = {"text": (".txt",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
+
+
+def input_files(spec: dict) -> list[str]:
+    """The sorted input files of a text/jsonl/parquet corpus: a file, a directory (recursive) or a glob."""
+    p = spec["path"]
+    exts = _EXTENSIONS[spec["source"]]
+    if os.path.isfile(p):
+        return [p]
+    if os.path.isdir(p):
+        found = [
+            os.path.join(root, f) for root, _, files in os.walk(p) for f in files if f.endswith(exts)
+        ]
+    else:
+        found = [f for f in glob.glob(p, recursive=True) if os.path.isfile(f)]
+    return sorted(found)
+
+
+def check_parquet(path: str, key: str, text_column: str | None = None) -> None:
+    """A cheap Parquet check: magic bytes, footer schema, and the text column's presence."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 4))
+        tail = fh.read(4)
+    if size < 12 or head != b"PAR1" or tail != b"PAR1":
+        raise ConfigError(f"config key {key}: {path} is not a Parquet file (no PAR1 magic bytes)")
+    if text_column is not None:
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(path).names
+        except Exception as exc:
+            raise ConfigError(f"config key {key}: {path} is not a readable Parquet file ({exc})") from None
+        if text_column not in names:
+            raise ConfigError(
+                f"config key {key.rsplit('.', 1)[0]}.text_column: column {text_column!r} not in {path} "
+                f"(columns: {', '.join(names)})"
+            )
+
+
+def check_jsonl(path: str, key: str, text_column: str) -> None:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"config key {key}: {path} first line is not JSON ({exc})") from None
+                if not isinstance(row, dict) or text_column not in row:
+                    raise ConfigError(
+                        f"config key {key.rsplit('.', 1)[0]}.text_column: field {text_column!r} not in the first record of {path}"
+                    )
+                return
+
+
+def _check_models(cfg: dict) -> None:
+    from .presets import resolve_model_spec
+
+    for name, spec in cfg["models"].items():
+        resolved = resolve_model_spec(spec, key=f"models.{name}")
+        maxpos = resolved.get("max_position_embeddings")
+        if maxpos is not None and cfg["train"]["seq_len"] > maxpos:
+            raise ConfigError(
+                f"config key train.seq_len: {cfg['train']['seq_len']} exceeds models.{name}'s maximum "
+                f"positions ({maxpos})"
+            )
+
+
+def _check_axes(cfg: dict) -> None:
+    train_schema = schema()["definitions"]["train"]["properties"]
+    import jsonschema
+
+    for axis, values in cfg["axes"].items():
+        if axis in FIXED_AXES or axis == "seed" or axis not in train_schema:
+            raise ConfigError(
+                f"config key axes.{axis}: not a train setting that can be an axis (allowed: "
+                f"{', '.join(k for k in train_schema)})"
+            )
+        for v in values:
+            try:
+                jsonschema.validate(v, train_schema[axis])
+            except jsonschema.ValidationError as exc:
+                raise ConfigError(f"config key axes.{axis}: value {v!r}: {exc.message}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# the grid
+
+
+def axis_names(cfg: dict) -> list[str]:
+    return [*FIXED_AXES, *cfg["axes"], "seed"]
+
+
+def training_corpora(cfg: dict) -> Iterator[tuple[str, str]]:
+    """(corpus, tokenizer id) pairs that models are trained on."""
+    for corpus in cfg["corpora"]:
+        for tok in corpus_tokenizers(cfg, corpus):
+            yield corpus, tok
+
+
+def grid(cfg: dict) -> list[dict[str, Any]]:
+    """Every training target: a dict with corpus, tok, run (the axis path) and each axis value."""
+    import itertools
+
+    axes = {"model": list(cfg["models"]), "weight_decay": cfg["weight_decays"], **cfg["axes"], "seed": cfg["seeds"]}
+    points = []
+    for corpus, tok in training_corpora(cfg):
+        for values in itertools.product(*axes.values()):
+            point = dict(zip(axes, values))
+            points.append({"corpus": corpus, "tok": tok, "run": run_subpath(point), **point})
+    return points
+
+
+def grid_index(cfg: dict) -> dict[tuple[str, str, str], dict]:
+    """(corpus, tok, run path) -> grid point, for looking up a target from its wildcards."""
+    return {(p["corpus"], p["tok"], p["run"]): p for p in grid(cfg)}
+
+
+def run_settings(cfg: dict, point: dict) -> dict:
+    """Everything one training target needs, as plain data: the resolved model spec, the train settings
+    with this grid point's axis values applied, and its identity."""
+    from .presets import resolve_model_spec
+
+    train = dict(cfg["train"])
+    for axis in cfg["axes"]:
+        train[axis] = point[axis]
+    train["weight_decay"] = point["weight_decay"]
+    train["seed"] = point["seed"]
+    return {
+        "corpus": point["corpus"],
+        "tokenizer": point["tok"],
+        "run": point["run"],
+        "axes": {a: point[a] for a in axis_names(cfg)},
+        "model_name": point["model"],
+        "model": resolve_model_spec(cfg["models"][point["model"]], key=f"models.{point['model']}"),
+        "train": train,
+        "frequency": dict(cfg["frequency"]),
+    }
+
+
+def value_strings(values) -> list[str]:
+    return [format_value(v) for v in values]

@@ -1,0 +1,65 @@
+"""The results layout: one home for every path pattern of the pipeline.
+
+Patterns are relative to a config's `results_dir` and use Snakemake-style `{wildcards}`:
+corpus, tok (tokenizer id), split, run (the `axis~value/...` grid path of one training target).
+"""
+
+from __future__ import annotations
+
+import os
+
+SPLITS = ("train", "validation", "test")
+SPECIAL_TOKENS = ("<|endoftext|>", "<|pad|>")  # end-of-document, padding: ids 0 and 1 of a trained BPE
+EOD_TOKEN, PAD_TOKEN = SPECIAL_TOKENS
+
+PATTERNS = {
+    "documents": "{corpus}/documents.parquet",
+    "tokenizer": "{corpus}/tok~{tok}/tokenizer.json",
+    "tokens": "{corpus}/tok~{tok}/tokens/{split}.npy",
+    "tokens_index": "{corpus}/tok~{tok}/tokens/{split}.index.parquet",
+    "frequency": "{corpus}/tok~{tok}/frequency/{split}.parquet",
+    "zipf": "{corpus}/tok~{tok}/frequency/zipf.{ext}",
+    "run": "{corpus}/tok~{tok}/runs/{run}",
+}
+
+# Files inside one run folder (PATTERNS["run"]).
+RUN_PER_TOKEN = "per_token.parquet"
+RUN_LOG = "train_log.csv"
+RUN_JSON = "run.json"
+RUN_MODEL = "model"
+RUN_CHECKPOINT = "ckpt"  # not a declared output: it survives a failed or killed job
+
+
+def pattern(name: str, results_dir: str) -> str:
+    """The Snakemake pattern of one output kind under results_dir, wildcards left in."""
+    return os.path.join(results_dir, PATTERNS[name])
+
+
+def path(name: str, results_dir: str, **wildcards) -> str:
+    """A concrete path: pattern(name) with every wildcard filled."""
+    return pattern(name, results_dir).format(**wildcards)
+
+
+def format_value(value) -> str:
+    """How a grid value is spelled in a path segment: 0 -> '0.0' for decays, True -> 'true'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def run_subpath(axes: dict) -> str:
+    """`axis~value/axis~value/...` for an ordered mapping of grid axes (Snakemake Paramspace style)."""
+    return "/".join(f"{k}~{format_value(v)}" for k, v in axes.items())
+
+
+def parse_run_subpath(subpath: str) -> dict[str, str]:
+    """Inverse of run_subpath, values kept as strings."""
+    out = {}
+    for seg in subpath.strip("/").split("/"):
+        key, sep, value = seg.partition("~")
+        if not sep:
+            raise ValueError(f"run path segment {seg!r} is not of the form axis~value")
+        out[key] = value
+    return out
