@@ -1,11 +1,22 @@
 """Building a causal LM from a resolved model spec (see tokenfair.presets), with random init.
 
-llama and qwen2 use the native transformers classes.
+llama and qwen2 use the native transformers classes; openelm is implemented in tokenfair.models.openelm and
+registered with the Auto classes when this package is imported, so
+`AutoModelForCausalLM.from_pretrained(folder)` loads any saved model after `import tokenfair.models`.
+
+`build_model(spec, vocab_size, **extra)` is the single entry point. `extra` holds config fields that are not
+architecture (they override the spec's): e.g. `attention_dropout`, `tie_word_embeddings`, `initializer_range`.
+Every model returns transformers-style outputs: `.logits` [B, S, vocab] and, given `labels`, `.loss` (mean
+next-token cross-entropy, labels shifted inside). Initialisation is deterministic given torch's seed.
 """
 
 from __future__ import annotations
 
-_CONFIG_KEYS_DROPPED = ("family", "preset")
+from .openelm import OpenELMConfig, OpenELMForCausalLM, register as _register_openelm
+
+_CONFIG_KEYS_DROPPED = ("family", "preset", "vocab_size")  # the vocab_size argument wins
+
+_register_openelm()
 
 
 def hf_config(spec: dict, vocab_size: int, **extra):
@@ -15,16 +26,30 @@ def hf_config(spec: dict, vocab_size: int, **extra):
     fields = {k: v for k, v in spec.items() if k not in _CONFIG_KEYS_DROPPED}
     if fields.get("head_dim") is None:
         fields.pop("head_dim", None)
+    fields.update(extra)
     family = spec["family"]
     if family == "llama":
-        return LlamaConfig(vocab_size=vocab_size, **fields, **extra)
+        return LlamaConfig(vocab_size=vocab_size, **fields)
     if family == "qwen2":
-        return Qwen2Config(vocab_size=vocab_size, **fields, **extra)
+        return Qwen2Config(vocab_size=vocab_size, **fields)
+    if family == "openelm":
+        fields.pop("max_position_embeddings", None)  # == max_context_length in a resolved spec
+        return OpenELMConfig(vocab_size=vocab_size, **fields)
     raise ValueError(f"unknown model family {family!r}")
 
 
 def build_model(spec: dict, vocab_size: int, **extra):
-    """A randomly initialised AutoModelForCausalLM for `spec` at `vocab_size` (seed torch first)."""
+    """A randomly initialised causal LM for `spec` at `vocab_size` (seed torch first).
+
+    Under `with torch.device("meta"):` nothing is allocated nor initialised (for counting big presets)."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_config(hf_config(spec, vocab_size, **extra))
+
+
+def count_parameters(model) -> int:
+    """Parameters of a model, tied weights counted once (equals tokenfair.presets.estimate_parameters)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["OpenELMConfig", "OpenELMForCausalLM", "build_model", "count_parameters", "hf_config"]
