@@ -13,6 +13,8 @@ validate(config, "tokenfair/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/aggregate.smk"
 
 
 rule all:

@@ -5,6 +5,9 @@ from tokenfair import config as tfconfig
 from tokenfair import paths
 
 CFG = tfconfig.resolve(config)
+
+# Jobs (local, SLURM, or in a conda env) import the tokenfair package from this workflow's folder.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 R = CFG["results_dir"]
 LOGS = os.path.join(R, "logs")
 BENCH = os.path.join(R, "benchmarks")
@@ -30,5 +33,109 @@ def data_targets():
     return out
 
 
+# The training grid, indexed once: (corpus, tok, run path) -> grid point. Every per-job lookup goes through it
+# (planning a 4,500-run grid must not rescan the grid per job).
+GRID_INDEX = tfconfig.grid_index(CFG)
+
+
+def train_point(wildcards):
+    """The grid point a train job's wildcards (corpus, tok, run) name."""
+    try:
+        return GRID_INDEX[(wildcards.corpus, wildcards.tok, wildcards.run)]
+    except KeyError:
+        raise WorkflowError(
+            f"{wildcards.corpus}/tok~{wildcards.tok}/runs/{wildcards.run} is not a point of this config's grid"
+        ) from None
+
+
+def run_targets():
+    """Every output of every selected grid point (`only:` narrows the grid; default all of it)."""
+    out = []
+    for p in tfconfig.select(CFG):
+        folder = paths.path("run", R, corpus=p["corpus"], tok=p["tok"], run=p["run"])
+        out += [os.path.join(folder, f) for f in (paths.RUN_PER_TOKEN, paths.RUN_LOG, paths.RUN_JSON, paths.RUN_MODEL)]
+    return out
+
+
+def summary_targets():
+    """The study's summary (rules/aggregate.smk). It needs the WHOLE grid, so it is left out when `only:`
+    narrows the grid (then `snakemake aggregate_partial` summarises the runs that exist)."""
+    if CFG.get("only"):
+        return []
+    from tokenfair.aggregate import summary_outputs
+
+    return [f for files in summary_outputs(CFG).values() for f in files]
+
+
 def all_targets(wildcards=None):
-    return data_targets()
+    return data_targets() + run_targets() + summary_targets()
+
+
+# --- Cluster resources, the plan's cost, the SLURM check (tokenfair.resources, docs/slurm.md) -------------
+import atexit
+import shutil
+import sys
+from collections import Counter
+
+from snakemake_interface_executor_plugins.settings import ExecMode
+from tokenfair import resources as tfres
+
+SITE = tfres.site(CFG)  # partitions, account, GPU model: environment over the config's `resources:`
+
+# Every CPU-only rule adds `**CPU_JOB` to its resources (the CPU partition and account when configured, no GPU).
+CPU_JOB = tfres.placement(SITE, gpu=False)
+
+
+_ESTIMATES = {}
+
+
+def run_estimate(point):
+    """Size, time and GPU memory of one grid point's training run (tokenfair.resources.TrainEstimate)."""
+    key = (point["corpus"], point["tok"], point["run"])
+    if key not in _ESTIMATES:
+        settings = tfconfig.run_settings(CFG, point)
+        _ESTIMATES[key] = tfres.estimate_train(settings, tfres.vocab_size(CFG, point["tok"]), SITE)
+    return _ESTIMATES[key]
+
+
+def train_estimate(wildcards):
+    return run_estimate(train_point(wildcards))
+
+
+# The train rule's resources: `resources: **TRAIN_RESOURCES` (one GPU, runtime/memory from the preset and
+# steps, growing per attempt, SIGTERM before the time limit).
+TRAIN_RESOURCES = tfres.train_resources(CFG, SITE, train_estimate)
+
+# Planning-time error when a selected run needs more GPU memory than the configured GPU model has.
+tfres.check_gpu_memory(SITE, ((p["model"], run_estimate(p)) for p in tfconfig.select(CFG)))
+
+
+onstart:
+    # Before any submission: without SLURM's commands the executor fails job by job with a confusing error.
+    if workflow.executor_plugin.name == "slurm":
+        missing = [c for c in ("sbatch", "squeue", "sinfo") if shutil.which(c) is None]
+        if missing:
+            raise WorkflowError(
+                f"--profile slurm / --executor slurm: SLURM's {', '.join(missing)} not found on the PATH of this "
+                "machine. Run on the cluster's login node (or load its slurm module), or run locally without "
+                "--profile slurm; `snakemake --profile slurm -n` plans without SLURM."
+            )
+
+
+def _plan_summary():
+    """After `snakemake -n`: one line with jobs per rule, GPUs and estimated GPU-hours of what would run."""
+    if not workflow.dryrun or workflow.scheduler is None or workflow.exec_mode != ExecMode.DEFAULT:
+        return
+    dag = workflow.dag
+    jobs = [j for j in dag.jobs if dag.needrun(j) and not j.is_norun]
+    if not jobs:
+        return  # snakemake said "Nothing to be done"
+    gpus = sum(int(j.resources.get("gpu", 0)) for j in jobs)
+    runs = [train_estimate(j.wildcards) for j in jobs if j.rule.name == "train"]
+    gpu_hours = sum(e.hours for e in runs if e.gpu)
+    cpu_hours = sum(e.hours for e in runs if not e.gpu)
+    counts = Counter(j.rule.name for j in jobs)
+    print(tfres.summary_line(counts, gpus, gpu_hours, cpu_hours, SITE), file=sys.stderr)
+
+
+atexit.register(_plan_summary)

@@ -128,27 +128,56 @@ def _check_tokenizers(cfg: dict, check_files: bool) -> None:
         if spec["type"] == "bpe":
             if "vocab_size" not in spec:
                 raise ConfigError(f"config key {key}.vocab_size: required for a bpe tokenizer")
+            size = spec["vocab_size"]
+            if isinstance(size, bool) or not isinstance(size, (int, float)) or size != int(size):
+                raise ConfigError(f"config key {key}.vocab_size: {size!r} is not an integer")
+            spec["vocab_size"] = int(size)
             if spec["vocab_size"] < min_vocab:
                 raise ConfigError(
                     f"config key {key}.vocab_size: {spec['vocab_size']} is below {min_vocab} "
                     f"(256 byte symbols + {len(SPECIAL_TOKENS)} special tokens)"
                 )
+            for k in ("path", "eod_token", "pad_token"):
+                if k in spec:
+                    raise ConfigError(f"config key {key}.{k}: only for a tokenizer of type file (a trained bpe "
+                                      f"has {', '.join(SPECIAL_TOKENS)} as ids 0 and 1)")
         else:
             if "path" not in spec:
                 raise ConfigError(f"config key {key}.path: required for a tokenizer of type file")
             if check_files:
-                check_tokenizer_file(spec["path"], f"{key}.path")
+                tok = check_tokenizer_file(spec["path"], f"{key}.path")
+                _check_special_tokens(cfg, tid, spec, tok)
 
 
-def check_tokenizer_file(path: str, key: str) -> None:
+def check_tokenizer_file(path: str, key: str):
+    """The tokenizer of a given tokenizer.json; ConfigError naming `key` when missing or malformed."""
     if not os.path.isfile(path):
         raise ConfigError(f"config key {key}: tokenizer file {path} does not exist")
     from tokenizers import Tokenizer
 
     try:
-        Tokenizer.from_file(path)
+        return Tokenizer.from_file(path)
     except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
         raise ConfigError(f"config key {key}: {path} is not a valid tokenizer.json ({exc})") from None
+
+
+def _check_special_tokens(cfg: dict, tid: str, spec: dict, tok) -> None:
+    """A given tokenizer needs an end-of-document token when a corpus using it has eod: true."""
+    from .tokenization import EOD_CANDIDATES, special_ids
+
+    key = f"tokenizers.{tid}"
+    for kind in ("eod", "pad"):
+        name = spec.get(f"{kind}_token")
+        if name is not None and tok.token_to_id(name) is None:
+            raise ConfigError(f"config key {key}.{kind}_token: {name!r} is not in the vocabulary of {spec['path']}")
+    if special_ids(tok, spec)["eod"] is None:
+        users = [c for c, cs in cfg["corpora"].items() if cs.get("eod", True) and tid in corpus_tokenizers(cfg, c)]
+        if users:
+            raise ConfigError(
+                f"config key {key}.eod_token: {spec['path']} has no end-of-document token (none of "
+                f"{', '.join(EOD_CANDIDATES)}) but corpora.{users[0]} has eod: true; name one with eod_token "
+                f"or set eod: false"
+            )
 
 
 def _check_corpora(cfg: dict, check_files: bool) -> None:
@@ -173,7 +202,8 @@ def _check_corpora(cfg: dict, check_files: bool) -> None:
             if check_files:
                 files = input_files(spec)
                 if not files:
-                    raise ConfigError(f"config key {key}.path: {spec['path']} matches no {src} file")
+                    what = "does not exist" if not glob.has_magic(spec["path"]) and not os.path.exists(spec["path"]) else f"matches no {src} file ({', '.join(_EXTENSIONS[src])})"
+                    raise ConfigError(f"config key {key}.path: {spec['path']} {what}")
                 for f in files:
                     if src == "parquet":
                         check_parquet(f, f"{key}.path", spec["text_column"])
@@ -183,6 +213,12 @@ def _check_corpora(cfg: dict, check_files: bool) -> None:
             for req in ("repo", "revision", "files"):
                 if req not in spec:
                     raise ConfigError(f"config key {key}.{req}: required for source hf")
+            if not spec["files"]:
+                raise ConfigError(f"config key {key}.files: name at least one file of {spec['repo']}")
+            for listkey in ("files", "heldout_files"):
+                for f in spec.get(listkey) or []:
+                    if not f.endswith((".parquet", ".jsonl", ".json")):
+                        raise ConfigError(f"config key {key}.{listkey}: {f} is not a .parquet, .jsonl or .json file")
 
 
 _EXTENSIONS = {"text": (".txt",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
@@ -303,6 +339,36 @@ def grid(cfg: dict) -> list[dict[str, Any]]:
 def grid_index(cfg: dict) -> dict[tuple[str, str, str], dict]:
     """(corpus, tok, run path) -> grid point, for looking up a target from its wildcards."""
     return {(p["corpus"], p["tok"], p["run"]): p for p in grid(cfg)}
+
+
+def select(cfg: dict, points: list[dict] | None = None) -> list[dict]:
+    """The grid points that `only:` keeps (every point when it is empty). A value matches an axis value when
+    equal as a number (1, "1" and 1.0) or as text. ConfigError names an unknown axis or a value the grid does
+    not have."""
+    points = grid(cfg) if points is None else points
+    only = cfg.get("only") or {}
+    names = ["corpus", "tok", *axis_names(cfg)]
+
+    def match(v, pv) -> bool:  # --config hands values over as strings: "0.1", "1"
+        if isinstance(v, bool) or isinstance(pv, bool):
+            return v is pv or str(v).lower() == format_value(pv)
+        if isinstance(pv, (int, float)):
+            try:
+                return float(v) == pv
+            except (TypeError, ValueError):
+                return False
+        return str(v) == str(pv)
+
+    for axis, values in only.items():
+        if axis not in names:
+            raise ConfigError(f"config key only.{axis}: not a grid axis (axes: {', '.join(names)})")
+        have = list(dict.fromkeys(p[axis] for p in points))
+        for v in values:
+            if not any(match(v, pv) for pv in have):
+                raise ConfigError(
+                    f"config key only.{axis}: {v!r} is not a value of the grid (values: {', '.join(value_strings(have))})"
+                )
+    return [p for p in points if all(any(match(v, p[axis]) for v in vals) for axis, vals in only.items())]
 
 
 def run_settings(cfg: dict, point: dict) -> dict:

@@ -1,0 +1,26 @@
+# Snakemake job (rule train): train one grid point and write its run folder (tokenfair.train.run).
+# SIGTERM (SLURM time limit, preemption) checkpoints into <run>/ckpt/ and exits 143; the rerun resumes.
+import os
+import sys
+
+from tokenfair import train
+from tokenfair.io import job_log
+
+with job_log(snakemake.log[0]) as log:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no progress bars in the job log
+    inputs = snakemake.input
+    try:
+        train.run(
+            snakemake.params.settings,
+            train_tokens=inputs.train,
+            eval_tokens={s: inputs[s] for s in ("validation", "test") if s in inputs.keys()},
+            tokenizer_json=inputs.tokenizer,
+            out_dir=os.path.dirname(snakemake.output.per_token),
+            tokenizer_spec=snakemake.params.tokenizer,
+        )
+    except train.Preempted as exc:
+        log.warning("%s", exc)
+        print(f"Preempted: {exc}", file=sys.__stderr__, flush=True)
+        sys.exit(143)

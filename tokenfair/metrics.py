@@ -1,0 +1,335 @@
+"""Per-token metrics: from per-id sums to losses, frequency bins, fairness, learning speed, seed statistics.
+
+Definitions (every metric leaves the special tokens out; "seen" means count > 0 in the split evaluated):
+
+- average loss `loss_avg` = sum of loss_sum / sum of count over the ids of a group: the loss per occurrence,
+  each occurrence weighted equally (the usual language-model loss). Perplexity `ppl` = exp(loss_avg).
+- per-type loss of an id = its loss_sum / its count (defined for seen ids only).
+- token-balanced loss `loss_balanced` = mean of the per-type loss over the seen ids of a group, each id
+  weighted equally whatever its count.
+- accuracy `acc_avg` (occurrence-weighted) = sum of correct / sum of count: the share of occurrences whose
+  argmax prediction is right. Token-balanced accuracy `acc_balanced` = mean over the seen ids of the id's own
+  accuracy correct / count.
+- frequency bins and "rare" come from the TRAIN frequency table of the run's corpus x tokenizer: an id's bin
+  is its `bin` column (k for train counts in [base^k, base^(k+1)), -1 "unseen" for train count 0); it is rare
+  when its `percentile` is below `frequency.rare_percentile`, frequent otherwise.
+- rare-frequent gap = loss_balanced of the rare ids - loss_balanced of the frequent ids (seen in the split).
+- Spearman = rank correlation (average ranks for ties) between the log train frequency of the seen ids and
+  their per-type loss; an id with train count 0 ranks lowest (log 0 = -inf).
+- learning speed of a curve y over eval steps s_0 < ... < s_T = trapezoid area under y divided by
+  (s_T - s_0) * y(s_0): 1 = never improved (flat), 0 = learned instantly; below 0 or above 1 when the loss
+  goes negative or rises. NaN with fewer than two steps, a non-positive or missing initial value, or a NaN
+  anywhere on the curve.
+- over seeds: mean, sample std (ddof 1), and the half-width of the 95% Student-t interval
+  t(0.975, n-1) * std / sqrt(n); with a single seed std and the interval are NaN.
+- slope = ordinary least squares slope of y on x (NaN with fewer than two distinct x).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from .errors import DataError
+
+# Per (eval point, category) sums accumulated by `category_sums`, in this order on the last axis.
+FIELDS = ("n_seen", "occurrences", "loss_sum", "correct_sum", "type_loss_sum", "type_acc_sum")
+N_SEEN, OCC, LOSS, CORRECT, TYPE_LOSS, TYPE_ACC = range(len(FIELDS))
+
+FREQUENCY_COLUMNS = ("token_id", "count", "bin", "bin_lo", "bin_hi", "percentile", "special")
+
+
+# --------------------------------------------------------------------------------------------------
+# vocabulary groups from the train frequency table
+
+
+@dataclass(frozen=True)
+class Groups:
+    """How the ids of a vocabulary are grouped, from the train frequency table of one corpus x tokenizer.
+
+    `category[v]` = 2 * (index of v's bin in `bins`) + (1 if v is rare), or -1 for a special id.
+    """
+
+    special: np.ndarray  # bool[V]
+    train_count: np.ndarray  # int64[V]
+    rare: np.ndarray  # bool[V]
+    bins: np.ndarray  # int64[B], the bin numbers of the non-special ids, ascending (-1 = unseen first)
+    bin_lo: np.ndarray  # int64[B]
+    bin_hi: np.ndarray  # int64[B]
+    n_types: np.ndarray  # int64[B], non-special ids per bin
+    category: np.ndarray  # int32[V]
+    rank_cache: dict = field(default_factory=dict, repr=False, compare=False)  # see frequency_loss_spearman
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.special)
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.bins)
+
+    @property
+    def n_categories(self) -> int:
+        return 2 * len(self.bins)
+
+
+def groups_from_frequency(table, rare_percentile: float, source: str = "frequency table") -> Groups:
+    """Groups from a train frequency table (a DataFrame, pyarrow Table or dict of columns per the contract)."""
+    names = list(table.column_names) if hasattr(table, "column_names") else list(table.keys())
+    lacking = [c for c in FREQUENCY_COLUMNS if c not in names]
+    if lacking:
+        raise DataError(f"{source}: missing column(s) {', '.join(lacking)}")
+    col = {c: np.asarray(table[c]) for c in FREQUENCY_COLUMNS}
+    order = np.argsort(col["token_id"], kind="stable")
+    col = {c: v[order] for c, v in col.items()}
+    if not np.array_equal(col["token_id"], np.arange(len(order))):
+        raise DataError(f"{source}: token_id must be 0 .. vocab size - 1, one row each")
+    special = col["special"].astype(bool)
+    percentile = col["percentile"].astype(np.float64)
+    rare = ~special & (percentile < rare_percentile)
+    bins_v = col["bin"].astype(np.int64)
+    idx = np.flatnonzero(~special)
+    bins, first_pos, slot = np.unique(bins_v[idx], return_index=True, return_inverse=True)
+    first = idx[first_pos]  # one id of each bin (the edges are the same for all its ids)
+    category = np.full(len(special), -1, dtype=np.int32)
+    category[idx] = 2 * slot + rare[idx]
+    return Groups(
+        special=special,
+        train_count=col["count"].astype(np.int64),
+        rare=rare,
+        bins=bins,
+        bin_lo=col["bin_lo"][first].astype(np.int64),
+        bin_hi=col["bin_hi"][first].astype(np.int64),
+        n_types=np.bincount(slot, minlength=len(bins)).astype(np.int64),
+        category=category,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# kernels over the id axis
+
+
+@numba.njit(cache=True, nogil=True)
+def scatter_rows(seg_start, seg_group, token_id, loss, count, correct, out_loss, out_count, out_correct):
+    """Add each row (token_id, loss, count, correct) into row `group` of the dense [G, V] outputs.
+
+    Rows come in segments: rows seg_start[s] .. seg_start[s+1]-1 belong to group seg_group[s].
+    Returns the index of the first row whose token_id is outside [0, V), or -1.
+    """
+    n_vocab = out_loss.shape[1]
+    for s in range(len(seg_group)):
+        g = seg_group[s]
+        for i in range(seg_start[s], seg_start[s + 1]):
+            t = token_id[i]
+            if t < 0 or t >= n_vocab:
+                return i
+            out_loss[g, t] += loss[i]
+            out_count[g, t] += count[i]
+            out_correct[g, t] += correct[i]
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _category_sums(loss, count, correct, category, n_categories):
+    n_groups, n_vocab = loss.shape
+    out = np.zeros((n_groups, n_categories, 6))
+    for g in range(n_groups):
+        for v in range(n_vocab):
+            c = category[v]
+            n = count[g, v]
+            if c < 0 or n <= 0:
+                continue
+            out[g, c, 0] += 1.0
+            out[g, c, 1] += n
+            out[g, c, 2] += loss[g, v]
+            out[g, c, 3] += correct[g, v]
+            out[g, c, 4] += loss[g, v] / n
+            out[g, c, 5] += correct[g, v] / n
+    return out
+
+
+def category_sums(loss, count, correct, category, n_categories) -> np.ndarray:
+    """[G, C, len(FIELDS)] sums over the seen ids of each category, for dense [G, V] per-id sums."""
+    loss = np.ascontiguousarray(np.atleast_2d(loss), dtype=np.float64)
+    count = np.ascontiguousarray(np.atleast_2d(count), dtype=np.int64)
+    correct = np.ascontiguousarray(np.atleast_2d(correct), dtype=np.int64)
+    return _category_sums(loss, count, correct, np.asarray(category, dtype=np.int32), int(n_categories))
+
+
+def by_bin(sums: np.ndarray) -> np.ndarray:
+    """Category sums [..., C, F] -> bin sums [..., B, F] (rare and frequent ids of a bin together)."""
+    return sums.reshape(*sums.shape[:-2], sums.shape[-2] // 2, 2, sums.shape[-1]).sum(axis=-2)
+
+
+def by_rarity(sums: np.ndarray, rare: bool) -> np.ndarray:
+    """Category sums [..., C, F] -> sums [..., F] over the rare (or the frequent) ids of every bin."""
+    return sums[..., int(rare) :: 2, :].sum(axis=-2)
+
+
+def _div(a, b):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+
+def summarise(sums: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics from sums [..., F]: n_seen, occurrences, loss_avg, loss_balanced, acc_avg, acc_balanced, ppl.
+    An empty group (no seen id) gives NaN."""
+    s = np.asarray(sums, dtype=np.float64)
+    loss_avg = _div(s[..., LOSS], s[..., OCC])
+    return {
+        "n_seen": s[..., N_SEEN].astype(np.int64),
+        "occurrences": s[..., OCC].astype(np.int64),
+        "loss_avg": loss_avg,
+        "loss_balanced": _div(s[..., TYPE_LOSS], s[..., N_SEEN]),
+        "acc_avg": _div(s[..., CORRECT], s[..., OCC]),
+        "acc_balanced": _div(s[..., TYPE_ACC], s[..., N_SEEN]),
+        "ppl": np.exp(loss_avg),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# curves, correlation, slopes
+
+
+def learning_speed(steps, curve) -> np.ndarray:
+    """Normalised area under loss curves: trapezoid(curve, steps) / ((steps[-1]-steps[0]) * curve[..., 0]).
+
+    `curve` is [..., T] over the ascending eval `steps` [T]. See the module docstring for the NaN cases."""
+    steps = np.asarray(steps, dtype=np.float64)
+    curve = np.asarray(curve, dtype=np.float64)
+    if curve.shape[-1] < 2 or steps[-1] <= steps[0]:
+        return np.full(curve.shape[:-1], np.nan)
+    area = np.trapezoid(curve, steps, axis=-1)
+    first = curve[..., 0]
+    return _div(area, (steps[-1] - steps[0]) * np.where(first > 0, first, np.nan)) * np.where(
+        np.isnan(curve).any(axis=-1), np.nan, 1.0
+    )
+
+
+def rankdata(a) -> np.ndarray:
+    """Ranks 1..n, ties get the average of the ranks they span (scipy.stats.rankdata 'average')."""
+    a = np.asarray(a)
+    order = np.argsort(a)  # any sort: tied values get the same average rank whatever their order
+    sa = a[order]
+    new = np.r_[True, sa[1:] != sa[:-1]]
+    dense = np.cumsum(new)
+    bounds = np.r_[np.flatnonzero(new), len(a)]
+    avg = 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
+    ranks = np.empty(len(a), dtype=np.float64)
+    ranks[order] = avg
+    return ranks
+
+
+def spearman(x, y, x_ranks=None) -> float:
+    """Spearman rank correlation; NaN with fewer than 2 points or a constant variable. `x_ranks`, when
+    given, is rankdata(x) (computed once for many y)."""
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < 2:
+        return math.nan
+    rx = (rankdata(np.asarray(x, dtype=np.float64)) if x_ranks is None else x_ranks) - (len(y) + 1) / 2
+    ry = rankdata(y) - (len(y) + 1) / 2
+    # elementwise sums, not `@`: a BLAS dot may wake a thread pool per call (slow on a shared machine)
+    den = math.sqrt(float(np.sum(rx * rx)) * float(np.sum(ry * ry)))
+    return float(np.sum(rx * ry)) / den if den > 0 else math.nan
+
+
+def frequency_loss_spearman(train_count, loss_sum, count, special, cache: dict | None = None) -> float:
+    """Spearman between log train frequency and per-type loss over the non-special ids seen (count > 0).
+
+    Ranks of log train frequency = ranks of the train count (log is monotone). `cache` (a dict kept by the
+    caller for one train table) keeps those ranks per set of seen ids: the eval samples, so the seen ids,
+    are the same for every run of a corpus x tokenizer."""
+    count = np.asarray(count)
+    mask = (count > 0) & ~np.asarray(special, dtype=bool)
+    y = np.asarray(loss_sum, dtype=np.float64)[mask] / count[mask]
+    if cache is None:
+        return spearman(np.asarray(train_count)[mask], y)
+    key = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
+    if key not in cache:
+        if len(cache) > 16:
+            cache.clear()
+        cache[key] = rankdata(np.asarray(train_count)[mask])
+    return spearman(None, y, x_ranks=cache[key])
+
+
+def slope(x, y) -> float:
+    """Least-squares slope of y on x over the finite pairs; NaN with fewer than 2 distinct x."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(np.unique(x)) < 2:
+        return math.nan
+    dx = x - x.mean()
+    return float(np.sum(dx * (y - y.mean())) / np.sum(dx * dx))
+
+
+# --------------------------------------------------------------------------------------------------
+# seed statistics
+
+
+def t_two_sided_cdf(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with integer df >= 1 (closed forms, Abramowitz & Stegun 26.7.3-4)."""
+    if t <= 0:
+        return 0.0
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2 == 1:
+        if df == 1:
+            return 2 * theta / math.pi
+        term = total = math.cos(theta)
+        for j in range(1, df - 2, 2):  # cos^j -> cos^(j+2), last exponent df-2
+            term *= (j + 1) / (j + 2) * c2
+            total += term
+        return 2 / math.pi * (theta + math.sin(theta) * total)
+    term = total = 1.0
+    for j in range(0, df - 2, 2):
+        term *= (j + 1) / (j + 2) * c2
+        total += term
+    return math.sin(theta) * total
+
+
+@functools.lru_cache(maxsize=256)
+def t_quantile(p: float, df: int) -> float:
+    """The p quantile (p > 0.5) of Student's t with integer df >= 1, by bisection on the exact CDF."""
+    if df < 1:
+        return math.nan
+    target = 2 * p - 1
+    lo, hi = 0.0, 1.0
+    while t_two_sided_cdf(hi, df) < target:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_two_sided_cdf(mid, df) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def ci95_halfwidth(std, n) -> np.ndarray:
+    """t(0.975, n-1) * std / sqrt(n), elementwise; NaN where n < 2."""
+    std = np.asarray(std, dtype=np.float64)
+    n = np.asarray(n, dtype=np.int64)
+    ns, inverse = np.unique(n.ravel(), return_inverse=True)
+    tq = np.array([t_quantile(0.975, int(k) - 1) if k >= 2 else math.nan for k in ns])[inverse].reshape(n.shape)
+    with np.errstate(invalid="ignore"):
+        return tq * std / np.sqrt(np.where(n > 0, n, 1))
+
+
+def seed_stats(values) -> tuple[float, float, float, int]:
+    """(mean, std, ci95 half-width, n) of one metric over seeds, NaN values skipped."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    std = float(v.std(ddof=1)) if n > 1 else math.nan
+    return float(v.mean()), std, float(ci95_halfwidth(std, n)), n

@@ -1,0 +1,329 @@
+"""Figures: one function per figure, taking tables/arrays and returning a matplotlib Figure.
+
+Figures are built with matplotlib.figure.Figure directly (no pyplot, no global state, no display backend).
+`save_figure` writes a figure atomically to one or more files, the format taken from each extension.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .io import atomic_path
+
+SPLIT_STYLE = {"train": "-", "validation": "--", "test": ":"}
+
+
+def save_figure(fig: Figure, paths, dpi: int = 150) -> None:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    for p in paths:
+        fmt = os.path.splitext(os.fspath(p))[1].lstrip(".") or None
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+
+
+def zipf_figure(counts_by_split: dict[str, np.ndarray], title: str = "") -> Figure:
+    """Rank vs relative frequency on log-log axes, one line per split (ids never seen are left out)."""
+    fig = Figure(figsize=(5.5, 4.0))
+    ax = fig.add_subplot()
+    for split, counts in counts_by_split.items():
+        c = np.sort(np.asarray(counts, dtype=np.int64))[::-1]
+        c = c[c > 0]
+        if not c.size:
+            continue
+        rank = np.arange(1, c.size + 1)
+        ax.loglog(rank, c / c.sum(), SPLIT_STYLE.get(split, "-"), lw=1.2,
+                  label=f"{split} ({int(c.sum()):,} tokens, {c.size:,} ids seen)")
+    ax.set_xlabel("rank (1 = most frequent token)")
+    ax.set_ylabel("frequency (share of tokens)")
+    ax.set_title(title or "Zipf plot")
+    ax.grid(True, which="major", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Aggregation figures (summary/): each takes the summary tables of tokenfair.aggregate (DataFrames) and
+# returns a Figure. One colour per weight decay everywhere (`decay_colors`), frequency on log axes, bands
+# of +- one std over seeds where a point has several seeds. `keys` are the columns that make a panel
+# (corpus, tokenizer, model and any extra axis).
+
+DECAY_CMAP = "plasma"
+UNSEEN_LABEL = "unseen (train count 0)"
+
+
+def decay_colors(decays) -> dict[float, tuple]:
+    """A fixed colour per weight decay value, from the sorted decays of the whole study."""
+    from matplotlib import colormaps
+
+    decays = sorted(set(float(d) for d in decays))
+    cmap = colormaps[DECAY_CMAP]
+    pos = np.linspace(0.0, 0.85, len(decays)) if len(decays) > 1 else [0.0]  # the top of plasma is too pale
+    return {d: cmap(p) for d, p in zip(decays, pos)}
+
+
+def _color(colors, decay):
+    return colors.get(float(decay), "gray")
+
+
+def _panels(df, keys):
+    """[(label, sub-DataFrame)] for each combination of the panel keys, sorted."""
+    if df is None or not len(df):
+        return []
+    keys = [k for k in keys if k in df.columns]
+    out = []
+    for vals, sub in df.groupby(keys, sort=True, dropna=False):
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        d = dict(zip(keys, vals))
+        label = f"{d.get('model', '')} | {d.get('corpus', '')} / {d.get('tokenizer', '')}"
+        extra = [f"{k}={v}" for k, v in d.items() if k not in ("model", "corpus", "tokenizer")]
+        out.append((label + ("\n" + ", ".join(extra) if extra else ""), sub))
+    return out
+
+
+BIG_GRID = 30  # panels above which a figure is laid out by fixed margins: constrained layout costs O(panels^2)
+
+
+def _grid(n_rows: int, n_cols: int, w: float = 4.2, h: float = 3.2, **kw):
+    size = (max(w * n_cols, 5.0), max(h * n_rows, 3.0))
+    if n_rows * n_cols <= BIG_GRID:
+        fig = Figure(figsize=size, layout="constrained")
+        return fig, fig.subplots(n_rows, n_cols, squeeze=False, **kw)
+    fig = Figure(figsize=size)
+    fig.fixed_layout = True  # saved without a tight bounding box (another full draw): see aggregate.write_figures
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, **kw)
+    fig.subplots_adjust(left=1.0 / size[0], right=1 - 1.4 / size[0], bottom=0.7 / size[1], top=1 - 0.8 / size[1],
+                        wspace=0.3, hspace=0.35)
+    return fig, axes
+
+
+def _empty(message: str = "no finished run yet") -> Figure:
+    fig = Figure(figsize=(5.0, 3.0))
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+
+
+def _band(ax, x, mean, std, color, **kw):
+    x, mean, std = (np.asarray(v, dtype=np.float64) for v in (x, mean, std))
+    ax.plot(x, mean, color=color, marker="o", ms=3, lw=1.5, **kw)
+    ok = np.isfinite(std)
+    if ok.any():
+        ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=color, alpha=0.2, lw=0)
+
+
+def _decay_legend(fig, colors, decays_present):
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=_color(colors, d), marker="o", lw=2, label=f"wd {d:g}")
+               for d in sorted(decays_present)]
+    if handles and fig.get_layout_engine() is not None:
+        fig.legend(handles=handles, loc="outside right center", title="weight decay", fontsize=8)
+    elif handles:  # fixed-margin layout: in the right margin _grid keeps
+        fig.legend(handles=handles, loc="center right", bbox_to_anchor=(1.0, 0.5), title="weight decay", fontsize=8)
+
+
+def _decay_axis(ax, decays):
+    pos = sorted(d for d in decays if d > 0)
+    if pos and len(set(decays)) > 1 and max(pos) / min(pos) >= 10:
+        ax.set_xscale("symlog", linthresh=min(pos))
+    ticks = sorted(set(decays))
+    if len(ticks) <= 8:
+        ax.set_xticks(ticks, [f"{d:g}" for d in ticks])
+    ax.set_xlabel("weight decay" + (" (symlog)" if ax.get_xscale() == "symlog" else ""))
+
+
+def bin_loss(bins_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced") -> Figure:
+    """Per-bin loss vs train-frequency bin, one line per weight decay, one panel per model x corpus."""
+    df = bins_by_seed[(bins_by_seed["split"] == split) & (bins_by_seed["bin"] >= 0)] if len(bins_by_seed) else bins_by_seed
+    panels = _panels(df, keys)
+    if not panels:
+        return _empty(f"no finished run with a {split} split")
+    fig, axes = _grid(1, len(panels), sharey=True)
+    for ax, (label, sub) in zip(axes[0], panels):
+        for wd, d in sub.groupby("weight_decay"):
+            d = d.sort_values("bin_lo")
+            _band(ax, d["bin_lo"], d[f"{metric}_mean"], d[f"{metric}_std"], _color(colors, wd))
+        ax.set_xscale("log")
+        ax.set_xlabel("train count of the bin (lower edge, log)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][0].set_ylabel(f"{'token-balanced' if metric == 'loss_balanced' else 'average'} loss per bin ({split}, nats)")
+    _decay_legend(fig, colors, set(df["weight_decay"]))
+    fig.suptitle(f"Loss per frequency bin by weight decay ({split}, final step; band = ±1 std over seeds)", fontsize=10)
+    return fig
+
+
+def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced") -> Figure:
+    """Loss over training steps, one panel per frequency bin (columns) and model x corpus (rows), one line
+    per weight decay."""
+    df = curves_by_seed[curves_by_seed["split"] == split] if len(curves_by_seed) else curves_by_seed
+    if len(df):
+        df = df[np.isfinite(df[f"{metric}_mean"].astype(float))]
+    panels = _panels(df, keys)
+    if not panels:
+        return _empty(f"no finished run with a {split} split")
+    bins = sorted(set(df["bin"]))
+    edges = df.drop_duplicates("bin").set_index("bin")[["bin_lo", "bin_hi"]]
+    # no sharex: with shared axes every autoscale walks all siblings (quadratic in panels x bins)
+    fig, axes = _grid(len(panels), len(bins), w=2.6, h=2.3)
+    x_range = (float(df["step"].min()), float(df["step"].max()))
+    for r, (label, sub) in enumerate(panels):
+        for c, b in enumerate(bins):
+            ax = axes[r][c]
+            for wd, d in sub[sub["bin"] == b].groupby("weight_decay"):
+                d = d.sort_values("step")
+                _band(ax, d["step"], d[f"{metric}_mean"], d[f"{metric}_std"], _color(colors, wd))
+            if r == 0:
+                lo, hi = edges.loc[b]
+                ax.set_title(UNSEEN_LABEL if b < 0 else f"train count [{lo:,}, {hi:,})", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{label}\nloss ({split}, nats)", fontsize=8)
+            if r == len(panels) - 1:
+                ax.set_xlabel("training step")
+            if x_range[1] > x_range[0]:
+                ax.set_xlim(*x_range)
+            ax.grid(True, alpha=0.3)
+            ax.tick_params(labelsize=7)
+    _decay_legend(fig, colors, set(df["weight_decay"]))
+    fig.suptitle(f"Token-balanced loss of each frequency bin over training ({split}; band = ±1 std over seeds)",
+                 fontsize=10)
+    return fig
+
+
+def loss_vs_decay(runs_by_seed, splits, colors: dict, keys) -> Figure:
+    """Average loss (solid) and token-balanced loss (dashed) against weight decay; rows = splits."""
+    panels = _panels(runs_by_seed, keys)
+    splits = [s for s in splits if len(runs_by_seed) and f"{s}_loss_avg_mean" in runs_by_seed.columns]
+    if not panels or not splits:
+        return _empty()
+    fig, axes = _grid(len(splits), len(panels))
+    for r, s in enumerate(splits):
+        for c, (label, sub) in enumerate(panels):
+            ax = axes[r][c]
+            sub = sub.sort_values("weight_decay")
+            for m, style, name in (("loss_avg", "-", "average loss"), ("loss_balanced", "--", "token-balanced loss")):
+                x, y, e = sub["weight_decay"], sub[f"{s}_{m}_mean"], sub[f"{s}_{m}_std"]
+                ax.plot(x, y, style, color="0.35", lw=1.2, label=name, zorder=1)
+                ax.errorbar(x, y, yerr=e.where(np.isfinite(e.astype(float)), 0), fmt="none", ecolor="0.5",
+                            capsize=2, zorder=1)
+                ax.scatter(x, y, c=[_color(colors, w) for w in x], s=30, zorder=2,
+                           marker="o" if m == "loss_avg" else "s")
+            _decay_axis(ax, list(sub["weight_decay"]))
+            ax.set_ylabel(f"{s} loss (nats)")
+            ax.set_title(label, fontsize=9)
+            ax.grid(True, alpha=0.3)
+            if r == 0 and c == 0:
+                ax.legend(fontsize=8)
+    _decay_legend(fig, colors, set(runs_by_seed["weight_decay"]))
+    fig.suptitle("Average vs token-balanced loss against weight decay (final step; bars = ±1 std over seeds)",
+                 fontsize=10)
+    return fig
+
+
+def learning_speed(bins_by_seed, splits, colors: dict, keys) -> Figure:
+    """Per-bin learning speed (normalised area under the loss curve: 0 instant, 1 never) vs frequency bin,
+    one line per weight decay; rows = splits."""
+    df = bins_by_seed[bins_by_seed["bin"] >= 0] if len(bins_by_seed) else bins_by_seed
+    panels = _panels(df, keys)
+    splits = [s for s in splits if len(df) and (df["split"] == s).any()]
+    if not panels or not splits:
+        return _empty()
+    fig, axes = _grid(len(splits), len(panels), sharey=True)
+    for r, s in enumerate(splits):
+        for c, (label, sub) in enumerate(panels):
+            ax = axes[r][c]
+            for wd, d in sub[sub["split"] == s].groupby("weight_decay"):
+                d = d.sort_values("bin_lo")
+                _band(ax, d["bin_lo"], d["learning_speed_mean"], d["learning_speed_std"], _color(colors, wd))
+            ax.set_xscale("log")
+            ax.set_xlabel("train count of the bin (lower edge, log)")
+            ax.set_ylabel(f"{s}: normalised area under loss curve")
+            ax.set_title(label, fontsize=9)
+            ax.grid(True, alpha=0.3)
+    _decay_legend(fig, colors, set(df["weight_decay"]))
+    fig.suptitle("Learning speed per frequency bin (0 = learned at once, 1 = never improved; band = ±1 std)",
+                 fontsize=10)
+    return fig
+
+
+def decay_heatmap(decay_effects, split: str, keys) -> Figure:
+    """Bin x decay heat map of the increase of the bin's token-balanced loss over the smallest decay."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    df = decay_effects[decay_effects["split"] == split] if len(decay_effects) else decay_effects
+    panels = _panels(df, keys)
+    if not panels:
+        return _empty(f"no finished run with a {split} split")
+    vmax = float(np.nanmax(np.abs(df["delta"].astype(float)))) if np.isfinite(df["delta"].astype(float)).any() else 0.0
+    vmax = vmax or 1e-9
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
+    fig, axes = _grid(1, len(panels), w=0.9 + 0.9 * df["weight_decay"].nunique(), h=0.8 + 0.32 * df["bin"].nunique())
+    im = None
+    for ax, (label, sub) in zip(axes[0], panels):
+        mat = sub.pivot_table(index="bin", columns="weight_decay", values="delta", dropna=False)
+        edges = sub.drop_duplicates("bin").set_index("bin")
+        im = ax.imshow(mat.to_numpy(dtype=float), aspect="auto", origin="lower", cmap="RdBu_r", norm=norm)
+        ax.set_xticks(range(mat.shape[1]), [f"{w:g}" for w in mat.columns])
+        ax.set_yticks(range(mat.shape[0]), [
+            "unseen" if b < 0 else f"[{edges.loc[b, 'bin_lo']:,}, {edges.loc[b, 'bin_hi']:,})" for b in mat.index],
+            fontsize=7)
+        if mat.size <= 300:
+            for (i, j), v in np.ndenumerate(mat.to_numpy(dtype=float)):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if abs(v) > 0.6 * vmax else "black")
+        ref = sub["weight_decay_ref"].min()
+        ax.set_xlabel("weight decay")
+        if ax is axes[0][0]:
+            ax.set_ylabel("train count of the bin (rare at the bottom)")
+        ax.set_title(f"{label}\n(vs decay {ref:g})", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), label="loss increase over the smallest decay (nats)")
+    fig.suptitle(f"Change of each bin's token-balanced loss with weight decay ({split}, final step, seed means)",
+                 fontsize=10)
+    return fig
+
+
+def frequency_distribution(freq_tables: dict, rare_percentile: float) -> Figure:
+    """Zipf plot of the train counts of each corpus x tokenizer (zipf_figure, special ids left out; the
+    dotted line marks where "rare" starts), and the share of rare ids among the vocabulary and among the
+    train occurrences."""
+    if not freq_tables:
+        return _empty("no train frequency table yet")
+    plain = {}
+    shares = []
+    for label, t in freq_tables.items():
+        special = np.asarray(t["special"], dtype=bool)
+        counts = np.asarray(t["count"], dtype=np.int64)[~special]
+        rare = np.asarray(t["percentile"], dtype=np.float64)[~special] < rare_percentile
+        plain[label] = counts
+        total = counts.sum()
+        shares.append((label, rare.mean() if rare.size else np.nan, counts[rare].sum() / total if total else np.nan,
+                       int((~rare).sum())))
+    fig = zipf_figure(plain, title=f"Train token frequency (special ids left out)")
+    fig.set_size_inches(11.0, 4.2)
+    gs = fig.add_gridspec(1, 2, wspace=0.35)
+    ax = fig.axes[0]
+    ax.set_subplotspec(gs[0])
+    for label, _, _, n_freq in shares:
+        ax.axvline(n_freq + 0.5, ls=":", color="0.3", lw=1)
+    ax.text(0.02, 0.02, f"dotted: rare starts (percentile < {rare_percentile:g})", transform=ax.transAxes, fontsize=7)
+    ax2 = fig.add_subplot(gs[1])
+    x = np.arange(len(shares))
+    ax2.bar(x - 0.2, [s[1] * 100 for s in shares], width=0.4, label="share of vocabulary ids", color="tab:blue")
+    ax2.bar(x + 0.2, [s[2] * 100 for s in shares], width=0.4, label="share of train occurrences", color="tab:orange")
+    for xi, s in zip(x, shares):
+        ax2.text(xi - 0.2, s[1] * 100, f"{s[1] * 100:.1f}%", ha="center", va="bottom", fontsize=7)
+        ax2.text(xi + 0.2, s[2] * 100, f"{s[2] * 100:.1f}%", ha="center", va="bottom", fontsize=7)
+    ax2.set_xticks(x, [s[0] for s in shares], fontsize=8)
+    ax2.set_xlim(-0.9, len(shares) - 0.1)
+    ax2.set_ylabel("% that are rare tokens")
+    ax2.set_ylim(0, 105)
+    ax2.set_title(f"Rare tokens (train percentile < {rare_percentile:g})")
+    ax2.legend(fontsize=8)
+    return fig

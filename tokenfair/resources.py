@@ -1,0 +1,283 @@
+"""Job resources for the cluster: what each rule asks SLURM for, and the plan's cost, torch-free.
+
+Snakemake calls the resource values below per job (`wildcards`, `attempt`); `rules/common.smk` wires them.
+Site values (partitions, account, GPU model) are never in the project: they come from the environment
+(`ENV`, which wins) or from the config's `resources:` section. Without any, jobs go to the cluster's default
+partition and the GPU-memory check is skipped.
+
+- CPU rules add `placement(site, gpu=False)` to their own mem_mb / runtime (which grow with `attempt`): the
+  CPU partition and account when configured; never a GPU.
+- train (`train_resources`): one GPU (unless `train.device: cpu`), `cpus_per_task` = `train.threads`,
+  host memory and runtime from the model preset and the step count (`estimate_train`), growing with
+  `attempt` (the profile's `retries` resubmit a timed-out run with more time; it resumes from `ckpt/`),
+  and `slurm_extra` asking SLURM to send SIGTERM to the job step `signal_seconds` before the time limit, so
+  the run writes its checkpoint first.
+- `check_gpu_memory` raises ConfigError at planning time when a model needs more GPU memory than the
+  configured GPU model has.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+from . import presets
+from .errors import ConfigError
+
+# resources: key -> environment variable that overrides it
+ENV = {
+    "gpu_partition": "TOKENFAIR_GPU_PARTITION",
+    "cpu_partition": "TOKENFAIR_CPU_PARTITION",
+    "gpu_model": "TOKENFAIR_GPU_MODEL",
+    "gpu_memory_gb": "TOKENFAIR_GPU_MEMORY_GB",
+    "slurm_account": "TOKENFAIR_SLURM_ACCOUNT",
+}
+
+# Memory (GB) and dense bf16 peak (TFLOP/s) of common GPU models, by the gres type names sites use.
+# A size in the name ("a100_80gb", "h100-94g") gives the memory; resources.gpu_memory_gb overrides both.
+GPUS = {
+    "v100": (16, 125),
+    "a10": (24, 125),
+    "l4": (24, 121),
+    "a40": (48, 150),
+    "a6000": (48, 155),
+    "l40": (48, 181),
+    "l40s": (48, 362),
+    "a100": (40, 312),
+    "h100": (80, 989),
+    "gh200": (96, 989),
+    "h200": (141, 989),
+    "mi250": (64, 362),
+    "mi300": (192, 1307),
+}
+ASSUMED_TFLOPS = 312  # an unknown or unset GPU model is costed as an A100
+MFU = 0.35  # share of the peak a training step reaches (llm-foundry measures 0.4-0.5 at 0.3-3B)
+GPU_STEP_FLOOR_S = 0.05  # small models are launch-bound: at least this per optimizer step
+CPU_GFLOPS_PER_THREAD = 30  # the calibration run (tiny-m, 2 threads) did ~35 per thread, evaluations included
+STARTUP_S = 60  # imports, reading the token shards, saving the model
+CKPT_WRITE_BYTES_PER_S = 200e6  # shared file systems are slow; what signal_seconds allows for
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where jobs go: partitions, account, GPU model; `source` says where each value came from."""
+
+    gpu_partition: str | None = None
+    cpu_partition: str | None = None
+    gpu_model: str | None = None
+    gpu_memory_gb: float | None = None
+    slurm_account: str | None = None
+    source: dict = field(default_factory=dict, compare=False)
+
+    def describe(self, key: str) -> str:
+        return f"{getattr(self, key)} (from {self.source.get(key, 'default')})"
+
+
+def site(cfg: dict, environ=None) -> Site:
+    """The site settings: environment variables (ENV) over the config's `resources:` section."""
+    environ = os.environ if environ is None else environ
+    section = cfg.get("resources") or {}
+    values, source = {}, {}
+    for key, var in ENV.items():
+        if environ.get(var):
+            values[key], source[key] = environ[var], f"${var}"
+        elif section.get(key) is not None:
+            values[key], source[key] = section[key], f"config resources.{key}"
+    if "gpu_memory_gb" in values:
+        try:
+            values["gpu_memory_gb"] = float(values["gpu_memory_gb"])
+        except ValueError:
+            raise ConfigError(
+                f"{source['gpu_memory_gb']}: GPU memory in GB must be a number, got {values['gpu_memory_gb']!r}"
+            ) from None
+    return Site(**values, source=source)
+
+
+def gpu_memory_gb(s: Site) -> float | None:
+    """The configured GPU model's memory in GB: gpu_memory_gb, a size in the name, or the GPUS table."""
+    if s.gpu_memory_gb is not None:
+        return s.gpu_memory_gb
+    if not s.gpu_model:
+        return None
+    name = s.gpu_model.lower()
+    for part in re.split(r"[^a-z0-9]+", name):
+        if re.fullmatch(r"\d+gb?", part):
+            return float(part.rstrip("gb"))
+    known = _known_gpu(name)
+    return float(GPUS[known][0]) if known else None
+
+
+def gpu_tflops(s: Site) -> float:
+    known = _known_gpu((s.gpu_model or "").lower())
+    return float(GPUS[known][1]) if known else float(ASSUMED_TFLOPS)
+
+
+def _known_gpu(name: str) -> str | None:
+    """The GPUS key a gres type name refers to: the longest key that starts one of its parts."""
+    parts = re.split(r"[^a-z0-9]+", name)
+    hits = [k for k in GPUS for p in parts if p.startswith(k) or p.endswith(k)]
+    return max(hits, key=len) if hits else None
+
+
+# --------------------------------------------------------------------------------------------------
+# estimates
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer_file_vocab(path: str) -> int:
+    with open(path, encoding="utf-8") as fh:
+        tok = json.load(fh)
+    ids = set(tok.get("model", {}).get("vocab", {}).values())
+    ids.update(t["id"] for t in tok.get("added_tokens", []))
+    return max(ids) + 1 if ids else 0
+
+
+def vocab_size(cfg: dict, tok: str) -> int:
+    """A tokenizer id's vocabulary size: the configured bpe size, or read from a given tokenizer.json."""
+    spec = cfg["tokenizers"][tok]
+    if spec["type"] == "bpe":
+        return int(spec["vocab_size"])
+    return _tokenizer_file_vocab(spec["path"])
+
+
+@dataclass(frozen=True)
+class TrainEstimate:
+    parameters: int
+    tokens: int  # trained tokens: steps x batch x grad_accum x seq_len
+    hours: float  # wall-clock of one run on one device
+    gpu_memory_gb: float  # peak during a training step (0 on the CPU)
+    gpu: bool  # runs on a GPU
+    checkpoint_gb: float  # weights + AdamW moments, fp32
+    batch_size: int
+    seq_len: int
+
+
+def _layers_hidden(spec: dict) -> tuple[int, int]:
+    if spec["family"] == "openelm":
+        return spec["num_transformer_layers"], spec["model_dim"]
+    return spec["num_hidden_layers"], spec["hidden_size"]
+
+
+def estimate_train(settings: dict, vocab: int, s: Site) -> TrainEstimate:
+    """Cost of one training run (`settings` from tokenfair.config.run_settings) on the site's device."""
+    spec, t = settings["model"], settings["train"]
+    gpu = t["device"] != "cpu"
+    n = presets.estimate_parameters(spec, vocab)
+    layers, hidden = _layers_hidden(spec)
+    seq = t["seq_len"]
+    per_token = 6 * n + 12 * layers * hidden * seq  # forward + backward, attention scores included
+    tokens = t["steps"] * t["batch_size"] * t["grad_accum"] * seq
+    evals = t["steps"] // t["eval_every"] + 1
+    eval_tokens = evals * (t["eval_train_tokens"] + t["eval_val_tokens"])
+    flops = per_token * tokens + per_token / 3 * eval_tokens
+    if gpu:
+        seconds = max(flops / (gpu_tflops(s) * 1e12 * MFU), t["steps"] * t["grad_accum"] * GPU_STEP_FLOOR_S)
+        precision = "fp32" if t["precision"] == "fp32" else "bf16"
+        mem = presets.estimate_train_memory_gb(spec, vocab, t["batch_size"], seq, precision)
+    else:
+        seconds = flops / (CPU_GFLOPS_PER_THREAD * 1e9 * t["threads"])
+        mem = 0.0
+    return TrainEstimate(
+        parameters=n,
+        tokens=tokens,
+        hours=(STARTUP_S + seconds) / 3600,
+        gpu_memory_gb=mem,
+        gpu=gpu,
+        checkpoint_gb=16 * n / 1e9,
+        batch_size=t["batch_size"],
+        seq_len=seq,
+    )
+
+
+def check_gpu_memory(s: Site, estimates) -> None:
+    """ConfigError when a run ((model name, TrainEstimate) pairs) needs more GPU memory than the site's GPU
+    model has. No GPU model configured: no check."""
+    have = gpu_memory_gb(s)
+    if have is None:
+        return
+    which = s.describe("gpu_model") if s.gpu_model else s.describe("gpu_memory_gb")
+    for name, est in estimates:
+        if est.gpu and est.gpu_memory_gb > have:
+            raise ConfigError(
+                f"config key models.{name}: needs about {est.gpu_memory_gb:.0f} GB of GPU memory to train "
+                f"({est.parameters / 1e6:.0f}M parameters at batch_size {est.batch_size} x seq_len "
+                f"{est.seq_len}), more than the {have:g} GB of a GPU here (gpu_model {which}): lower "
+                f"train.batch_size and raise train.grad_accum (same tokens per step), or ask for a larger GPU "
+                f"({ENV['gpu_model']} / {ENV['gpu_memory_gb']})"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# resources
+
+
+def grow(value: float, attempt: int, rate: float = 1.0) -> int:
+    """value on the first attempt, value x (1 + rate x (attempt - 1)) on later ones, rounded up."""
+    return int(math.ceil(value * (1 + rate * (attempt - 1))))
+
+
+def placement(s: Site, gpu: bool) -> dict:
+    """Partition, account and GPU model of a job; a CPU job (gpu=False) gets no GPU key at all."""
+    out = {}
+    partition = s.gpu_partition if gpu else s.cpu_partition
+    if partition:
+        out["slurm_partition"] = partition
+    if s.slurm_account:
+        out["slurm_account"] = s.slurm_account
+    if gpu and s.gpu_model:
+        out["gpu_model"] = s.gpu_model
+    return out
+
+
+def runtime_minutes(est: TrainEstimate, attempt: int = 1) -> int:
+    """The time limit asked for: 1.5 x the estimate + 10 min, at least 15 min, x attempt."""
+    return grow(math.ceil(max(15.0, est.hours * 60 * 1.5 + 10)), attempt)
+
+
+def host_mem_mb(est: TrainEstimate, attempt: int = 1) -> int:
+    """Host memory: 3 GB for torch/CUDA and the data, plus twice the checkpoint (load/save); +50% a retry."""
+    return grow(3000 + 2 * est.checkpoint_gb * 1000, attempt, 0.5)
+
+
+def signal_seconds(est: TrainEstimate) -> int:
+    """How long before the time limit SLURM sends SIGTERM: time to write the checkpoint, and SLURM's
+    signal timer resolution (up to 60 s early)."""
+    return int(120 + math.ceil(est.checkpoint_gb * 1e9 / CKPT_WRITE_BYTES_PER_S))
+
+
+def train_resources(cfg: dict, s: Site, estimate_of) -> dict:
+    """Resources of the train rule; `estimate_of(wildcards)` gives a run's TrainEstimate."""
+    gpu = cfg["train"]["device"] != "cpu"
+    out = {
+        "mem_mb": lambda wildcards, attempt: host_mem_mb(estimate_of(wildcards), attempt),
+        "runtime": lambda wildcards, attempt: runtime_minutes(estimate_of(wildcards), attempt),
+        "cpus_per_task": max(1, int(cfg["train"]["threads"])),
+        # SIGTERM to the job step (not B:, the batch shell): it reaches the training process through srun;
+        # append: a requeued job keeps the log of its earlier start.
+        "slurm_extra": lambda wildcards: f"--signal=TERM@{signal_seconds(estimate_of(wildcards))} --open-mode=append",
+        **placement(s, gpu=gpu),
+    }
+    if gpu:
+        out["gpu"] = 1  # the executor's spelling: --gpus=1 (or --gpus=<gpu_model>:1)
+    return out
+
+
+def summary_line(rule_counts: dict[str, int], gpus: int, gpu_hours: float, cpu_hours: float, s: Site) -> str:
+    """The one line `snakemake -n` ends with: jobs per rule, GPUs, estimated GPU-hours."""
+
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    jobs = ", ".join(f"{rule} {k}" for rule, k in sorted(rule_counts.items()))
+    gpu_name = s.gpu_model or f"unset: costed as {ASSUMED_TFLOPS} TFLOP/s peak"
+    line = (
+        f"tokenfair plan: {n(sum(rule_counts.values()), 'job')} ({jobs}); {n(gpus, 'GPU')}; "
+        f"estimated {gpu_hours:.2f} GPU-hours ({gpu_name})"
+    )
+    if cpu_hours:
+        line += f" + {cpu_hours:.2f} CPU-hours of training"
+    return line

@@ -1,0 +1,303 @@
+"""Tokenizers (a byte-level BPE trained on the train split, or a given tokenizer.json), encoding a split into a
+token shard, and reading shards back.
+
+Shards (docs/architecture.md): `tokens/<split>.npy`, one flat uint32 array of the split's documents in
+documents.parquet order, each followed by the end-of-document id when the corpus has `eod: true`, and
+`tokens/<split>.index.parquet` (doc_id, start, length with EOD).
+
+Threads: `tokenizers` parallelises batches with a Rayon pool that is created on first use and sized from
+RAYON_NUM_THREADS; `set_threads` must therefore run before any encoding or training in the process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import DataError
+from .paths import EOD_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
+
+log = logging.getLogger(__name__)
+
+# Names tried, in order, when a given tokenizer.json does not say which token ends a document / pads.
+EOD_CANDIDATES = (EOD_TOKEN, "</s>", "<eos>", "<|end_of_text|>")
+PAD_CANDIDATES = (PAD_TOKEN, "<pad>", "[PAD]", "<|padding|>")
+
+BATCH_CHARS = 2_000_000  # text per encode_batch call (two calls in flight keep every thread busy)
+BATCH_DOCS = 4096
+
+
+def set_threads(n: int | None) -> None:
+    """Size the tokenizers (Rayon) thread pool. Call before the first encode/train in this process."""
+    if n:
+        os.environ["RAYON_NUM_THREADS"] = str(int(n))
+        os.environ["RAYON_RS_NUM_THREADS"] = str(int(n))
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+
+
+# --------------------------------------------------------------------------------------------------
+# tokenizers
+
+
+def load_tokenizer(path: str):
+    from tokenizers import Tokenizer
+
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: tokenizer file does not exist")
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+        raise DataError(f"{path}: not a valid tokenizer.json ({exc})") from None
+
+
+def train_bpe(texts: Iterable[str | list[str]], vocab_size: int, min_frequency: int = 2, length: int | None = None):
+    """A byte-level BPE trained on `texts` (documents, or batches of documents; never one huge string).
+
+    Ids 0 and 1 are `<|endoftext|>` and `<|pad|>`; all 256 byte symbols are in the vocabulary; `vocab_size`
+    counts both. A small corpus may yield fewer merges than asked for: the vocabulary is then smaller.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=int(vocab_size),
+        min_frequency=int(min_frequency),
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=length)
+    for i, t in enumerate(SPECIAL_TOKENS):
+        assert tok.token_to_id(t) == i, (t, tok.token_to_id(t))
+    return tok
+
+
+def _document_batches(documents_path: str, split: str, columns=("text",)) -> Iterator[dict[str, list]]:
+    """documents.parquet rows of one split in file order, in batches of about BATCH_CHARS of text."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(documents_path)
+    except Exception as exc:
+        raise DataError(f"{documents_path}: cannot read documents ({exc})") from None
+    out: dict[str, list] = {c: [] for c in columns}
+    chars = 0
+    for batch in pf.iter_batches(columns=["split", *[c for c in columns if c != "split"]], batch_size=1024):
+        rows = batch.to_pydict()
+        for i, s in enumerate(rows["split"]):
+            if s != split:
+                continue
+            for c in columns:
+                out[c].append(rows[c][i])
+            chars += len(rows["text"][i]) if "text" in rows else 0
+            if chars >= BATCH_CHARS or len(out[columns[0]]) >= BATCH_DOCS:
+                yield out
+                out = {c: [] for c in columns}
+                chars = 0
+    if out[columns[0]]:
+        yield out
+
+
+def train_tokenizer(spec: dict, documents_path: str, out_path: str, tok_id: str = "tokenizer") -> dict:
+    """Make results' tokenizer.json for one corpus x tokenizer: train a BPE on the train split, or copy a
+    given file (checked). Written atomically. Returns a summary."""
+    from .io import atomic_path
+
+    key = f"tokenizers.{tok_id}"
+    if spec["type"] == "bpe":
+        n_docs = 0
+
+        def batches():
+            nonlocal n_docs
+            for b in _document_batches(documents_path, "train"):
+                n_docs += len(b["text"])
+                yield b["text"]
+
+        tok = train_bpe(batches(), spec["vocab_size"], spec.get("min_frequency", 2))
+        if n_docs == 0:
+            raise DataError(f"{documents_path}: the train split has no documents to train {key} on")
+        size = tok.get_vocab_size(with_added_tokens=True)
+        if size < spec["vocab_size"]:
+            log.warning("%s: the train split supports only %d of the %d tokens asked for (%s.vocab_size)",
+                        documents_path, size, spec["vocab_size"], key)
+        with atomic_path(out_path) as tmp:
+            tok.save(tmp)
+        log.info("%s: byte-level BPE with %d tokens trained on %d documents", out_path, size, n_docs)
+        return {"type": "bpe", "vocab_size": size, "documents": n_docs}
+    src = spec["path"]
+    with atomic_path(out_path) as tmp:
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as exc:
+            raise DataError(f"{src}: cannot copy the tokenizer file ({key}.path): {exc}") from None
+        tok = load_tokenizer(tmp)
+    size = vocab_size(tok)
+    log.info("%s: copied from %s (%d ids)", out_path, src, size)
+    return {"type": "file", "vocab_size": size}
+
+
+def given_files(spec: dict) -> list[str]:
+    """The tokenizer.json a `type: file` tokenizer copies (the workflow's input); [] for a trained one."""
+    return [spec["path"]] if spec["type"] == "file" else []
+
+
+def vocab_size(tok) -> int:
+    """Number of ids (1 + the largest id, added tokens included)."""
+    vocab = tok.get_vocab(with_added_tokens=True)
+    return (max(vocab.values()) + 1) if vocab else 0
+
+
+def token_strings(tok, size: int | None = None) -> list[str | None]:
+    size = vocab_size(tok) if size is None else size
+    return [tok.id_to_token(i) for i in range(size)]
+
+
+def special_mask(tok, size: int | None = None) -> np.ndarray:
+    """True for the tokenizer's special added tokens (a trained BPE: ids 0 and 1)."""
+    size = vocab_size(tok) if size is None else size
+    mask = np.zeros(size, dtype=bool)
+    data = json.loads(tok.to_str())
+    for added in data.get("added_tokens") or []:
+        if added.get("special") and 0 <= added["id"] < size:
+            mask[added["id"]] = True
+    return mask
+
+
+def special_ids(tok, spec: dict | None = None) -> dict[str, int | None]:
+    """The end-of-document and padding ids of a tokenizer.
+
+    `spec` is the config's tokenizer spec: `eod_token` / `pad_token` name the tokens explicitly; otherwise
+    the first of EOD_CANDIDATES / PAD_CANDIDATES present in the vocabulary is used (None if none is).
+    `tok` is a tokenizers.Tokenizer or a path to a tokenizer.json.
+    """
+    if isinstance(tok, (str, os.PathLike)):
+        tok = load_tokenizer(os.fspath(tok))
+    spec = spec or {}
+    out: dict[str, int | None] = {}
+    for kind, candidates in (("eod", EOD_CANDIDATES), ("pad", PAD_CANDIDATES)):
+        given = spec.get(f"{kind}_token")
+        if given is not None:
+            tid = tok.token_to_id(given)
+            if tid is None:
+                raise DataError(f"{kind}_token {given!r} is not in the tokenizer's vocabulary")
+            out[kind] = tid
+            continue
+        out[kind] = next((tok.token_to_id(c) for c in candidates if tok.token_to_id(c) is not None), None)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# shards
+
+
+def _encoder(tok):
+    return getattr(tok, "encode_batch_fast", tok.encode_batch)
+
+
+def encode_documents(tok, texts: list[str], eod_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Encode one batch of documents in parallel; returns (flat uint32 ids, per-document lengths with EOD)."""
+    encs = _encoder(tok)(texts, add_special_tokens=False)
+    extra = 0 if eod_id is None else 1
+    lengths = np.fromiter((len(e.ids) + extra for e in encs), dtype=np.int64, count=len(encs))
+    out = np.empty(int(lengths.sum()), dtype=np.uint32)
+    pos = 0
+    for e, n in zip(encs, lengths.tolist()):
+        if extra:
+            out[pos : pos + n - 1] = e.ids
+            out[pos + n - 1] = eod_id
+        else:
+            out[pos : pos + n] = e.ids
+        pos += n
+    return out, lengths
+
+
+def encode_split(documents_path: str, tokenizer_path: str, split: str, tokens_path: str, index_path: str,
+                 eod: bool = True, tokenizer_spec: dict | None = None, threads: int | None = None) -> dict:
+    """Encode one split of documents.parquet into tokens/<split>.npy + .index.parquet, both atomically."""
+    import pyarrow as pa
+    from numpy.lib import format as npformat
+
+    from .io import atomic_path, write_parquet
+
+    if threads:
+        set_threads(threads)
+    tok = load_tokenizer(tokenizer_path)
+    eod_id = None
+    if eod:
+        eod_id = special_ids(tok, tokenizer_spec)["eod"]
+        if eod_id is None:
+            raise DataError(
+                f"{tokenizer_path}: the corpus has eod: true but the tokenizer has no end-of-document token "
+                f"(none of {', '.join(EOD_CANDIDATES)}); set eod_token in its tokenizers entry"
+            )
+    size = vocab_size(tok)
+    if size > 2**32:
+        raise DataError(f"{tokenizer_path}: {size} ids do not fit uint32")
+    chunks: list[np.ndarray] = []
+    doc_ids: list[str] = []
+    lengths: list[np.ndarray] = []
+    chars = 0
+    # Two batches in flight (encode_batch releases the GIL): the thread pool picks up the next batch while
+    # the last documents of one finish, and the Python-side copy into numpy overlaps with encoding.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: deque = deque()
+        for batch in _document_batches(documents_path, split, columns=("doc_id", "text")):
+            pending.append(pool.submit(encode_documents, tok, batch["text"], eod_id))
+            doc_ids += batch["doc_id"]
+            chars += sum(map(len, batch["text"]))
+            if len(pending) >= 2:
+                ids, lens = pending.popleft().result()
+                chunks.append(ids)
+                lengths.append(lens)
+        while pending:
+            ids, lens = pending.popleft().result()
+            chunks.append(ids)
+            lengths.append(lens)
+    if not doc_ids:
+        raise DataError(f"{documents_path}: the {split} split has no documents")
+    length = np.concatenate(lengths)
+    start = np.zeros_like(length)
+    np.cumsum(length[:-1], out=start[1:])
+    total = int(length.sum())
+    with atomic_path(tokens_path) as tmp, open(tmp, "wb") as fh:
+        npformat.write_array_header_1_0(fh, {"descr": npformat.dtype_to_descr(np.dtype(np.uint32)),
+                                             "fortran_order": False, "shape": (total,)})
+        for c in chunks:
+            fh.write(memoryview(np.ascontiguousarray(c)).cast("B"))
+    write_parquet(
+        pa.table({"doc_id": pa.array(doc_ids, pa.string()), "start": pa.array(start, pa.int64()),
+                  "length": pa.array(length, pa.int64())}),
+        index_path,
+    )
+    log.info("%s: %d documents, %d characters -> %d tokens", tokens_path, len(doc_ids), chars, total)
+    return {"documents": len(doc_ids), "characters": chars, "tokens": total}
+
+
+def load_tokens(path: str, mmap: bool = True) -> np.ndarray:
+    """A token shard as a 1-D uint32 array (memory-mapped, read-only, by default)."""
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a token shard ({exc})") from None
+    if arr.dtype != np.uint32 or arr.ndim != 1:
+        raise DataError(f"{path}: a token shard must be a 1-D uint32 array, not {arr.dtype} {arr.shape}")
+    return arr
+
+
+def load_index(path: str):
+    """tokens/<split>.index.parquet as a pyarrow Table (doc_id, start, length)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read the token index ({exc})") from None
