@@ -2,12 +2,21 @@
 # This file only wires the workflow; the stages are in rules/, the science in the tokenfair package.
 from snakemake.utils import min_version, validate
 
+from tokenfair import config as tfconfig
+
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The embedded default, unless --configfile names another study (which then replaces it instead of being
+# merged into it: two studies' corpora must never mix).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
+# tokenfair.config.resolve applies the JSON schema (and its defaults) first, so that a bad key is reported in
+# one line naming it, then the checks a schema cannot express (files, shapes), all before any job runs.
+CFG = tfconfig.resolve(config)
 validate(config, "tokenfair/config.schema.yaml")
 
 

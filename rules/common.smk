@@ -1,10 +1,9 @@
 # Shared by every stage: the resolved config, the results layout, the grid, and resource functions.
 import os
 
-from tokenfair import config as tfconfig
 from tokenfair import paths
 
-CFG = tfconfig.resolve(config)
+# CFG: the resolved config (Snakefile).
 
 # Jobs (local, SLURM, or in a conda env) import the tokenfair package from this workflow's folder.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)

@@ -8,9 +8,15 @@ RUN_DIR = P("run")
 RUN_REGEX = "/".join(f"{axis}~[^/]+" for axis in tfconfig.axis_names(CFG))
 
 
+_SETTINGS = {}
+
+
 def train_settings(wildcards):
-    """The run's settings as plain data (tokenfair.config.run_settings), from the grid index."""
-    return tfconfig.run_settings(CFG, train_point(wildcards))
+    """The run's settings as plain data (tokenfair.config.run_settings), from the grid index; once per run."""
+    key = (wildcards.corpus, wildcards.tok, wildcards.run)
+    if key not in _SETTINGS:
+        _SETTINGS[key] = tfconfig.run_settings(CFG, train_point(wildcards))
+    return _SETTINGS[key]
 
 
 def train_inputs(wildcards):

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from conftest import REPO, write_config
 from tokenfair import config as tfconfig

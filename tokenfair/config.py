@@ -38,7 +38,7 @@ def schema_path() -> str:
 def _validator():
     import jsonschema
 
-    base = jsonschema.Draft7Validator
+    base = jsonschema.Draft202012Validator
     validate_properties = base.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, sch):

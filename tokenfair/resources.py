@@ -19,7 +19,6 @@ partition and the GPU-memory check is skipped.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import re
@@ -129,11 +128,11 @@ def _known_gpu(name: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def _tokenizer_file_vocab(path: str) -> int:
-    with open(path, encoding="utf-8") as fh:
-        tok = json.load(fh)
-    ids = set(tok.get("model", {}).get("vocab", {}).values())
-    ids.update(t["id"] for t in tok.get("added_tokens", []))
-    return max(ids) + 1 if ids else 0
+    from tokenizers import Tokenizer
+
+    from .tokenization import vocab_size as tokenizer_vocab_size
+
+    return tokenizer_vocab_size(Tokenizer.from_file(path))
 
 
 def vocab_size(cfg: dict, tok: str) -> int:
