@@ -141,24 +141,27 @@ def _child(kind: str, cfg: dict, args: dict, queue) -> None:
         if kind == "aggregate":
             res = A.aggregate(cfg, workers=args["workers"])
             me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-            out = {"seconds": res["seconds"], "n_runs": len(res["runs"]), "cpu_main": me.ru_utime + me.ru_stime,
+            out = {"seconds": res["seconds"], "processes": res["processes"], "n_runs": len(res["runs"]),
+                   "cpu_main": me.ru_utime + me.ru_stime,
                    "cpu_workers": kids.ru_utime + kids.ru_stime}
         elif kind == "collect":
             points = grid(cfg)[: args["n"]]
             A.collect(cfg, points[:1])  # numba's cache load and imports out of the timing
-            times = []
+            times, cpus = [], []
             for _ in range(args["repeats"]):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 A.collect(cfg, points, workers=1)
                 times.append(time.perf_counter() - t0)
-            out = {"times": times}
+                cpus.append(time.process_time() - c0)
+            out = {"times": times, "cpus": cpus}
         else:
-            times = []
+            times, cpus = [], []
             for _ in range(args["repeats"]):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 pandas_baseline(cfg, args["n"])
                 times.append(time.perf_counter() - t0)
-            out = {"times": times}
+                cpus.append(time.process_time() - c0)
+            out = {"times": times, "cpus": cpus}
         out["rss_self_mb"], out["rss_children_mb"] = _peak_rss_mb()
         queue.put(out)
     except BaseException as exc:  # report, don't hang the parent
@@ -249,30 +252,35 @@ def main() -> None:
         load0 = os.getloadavg()[0]
         full = in_process("aggregate", cfg, workers=a.workers)
         s = full["seconds"]
-        print(f"\n[1] aggregate(), {a.workers} worker processes, all {n} runs (load average {load0:.1f} before, "
-              f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores shared with other users):")
+        used = full["processes"]
+        print(f"\n[1] aggregate(workers={a.workers}), all {n} runs, {used['read']} process(es) reading, "
+              f"{used['figures']} drawing (one below aggregate.PARALLEL_MIN_MB / PARALLEL_MIN_RUNS_FIGURES);\n"
+              f"    load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} cores shared "
+              "with other users:")
         print(f"    wall: read + reduce the runs {s['collect']:.1f} s = {rows / s['collect'] / 1e6:.1f} M rows/s "
               f"({s['collect'] / n * 1000:.0f} ms a run); seed tables + decay effects + writing "
               f"{s['tables'] - s['collect']:.1f} s; figures + README {s['total'] - s['tables']:.1f} s; "
               f"total {s['total']:.1f} s ({rows / s['total'] / 1e6:.1f} M rows/s overall)")
-        if a.workers > 1:
-            cw = full["cpu_workers"]
-            print(f"    CPU time: worker processes {cw:.1f} s ({cw / n * 1000:.0f} ms a run = "
-                  f"{rows / cw / 1e6:.1f} M rows/s per core), so ~{cw / a.workers:.0f} s of reading on {a.workers} "
-                  f"free cores; main process {full['cpu_main']:.1f} s (tables, figures, README)")
-        print(f"    peak RSS: main process {full['rss_self_mb']:.0f} MB, largest worker {full['rss_children_mb']:.0f} MB")
+        cpu = full["cpu_workers"] + full["cpu_main"]
+        print(f"    CPU time of all its processes {cpu:.0f} s (worker processes {full['cpu_workers']:.0f} s, main "
+              f"{full['cpu_main']:.0f} s): with {max(used.values())} free core(s) the whole aggregation needs at least "
+              f"~{cpu / max(used.values()):.0f} s")
+        print(f"    peak RSS: main process {full['rss_self_mb']:.0f} MB"
+              + (f", largest worker {full['rss_children_mb']:.0f} MB" if full["rss_children_mb"] else ""))
 
         sub_rows = subset * gen["rows_per_run"]
         ours = in_process("collect", cfg, n=subset, repeats=a.repeats)
         pdx = in_process("pandas", cfg, n=subset, repeats=a.repeats)
         t_ours, t_pd = statistics.median(ours["times"]), statistics.median(pdx["times"])
+        c_ours, c_pd = statistics.median(ours["cpus"]), statistics.median(pdx["cpus"])
         print(f"\n[2] side by side, {subset} runs ({sub_rows:,} rows), one process each, median of {a.repeats}"
               + (f" (a subset: pandas holds every row of the runs it groups)" if subset < n else "") + ":")
-        print(f"    tokenfair collect(): {t_ours:.2f} s = {sub_rows / t_ours / 1e6:.1f} M rows/s, peak RSS "
-              f"{ours['rss_self_mb']:.0f} MB")
-        print(f"    plain pandas groupby: {t_pd:.2f} s = {sub_rows / t_pd / 1e6:.1f} M rows/s, peak RSS "
-              f"{pdx['rss_self_mb']:.0f} MB")
-        print(f"    ratio pandas / tokenfair: time x{t_pd / t_ours:.1f}, peak memory x{pdx['rss_self_mb'] / ours['rss_self_mb']:.1f}")
+        print(f"    tokenfair collect(): {t_ours:.2f} s wall ({c_ours:.2f} s CPU) = {sub_rows / t_ours / 1e6:.1f} M rows/s, "
+              f"peak RSS {ours['rss_self_mb']:.0f} MB")
+        print(f"    plain pandas groupby: {t_pd:.2f} s wall ({c_pd:.2f} s CPU) = {sub_rows / t_pd / 1e6:.1f} M rows/s, "
+              f"peak RSS {pdx['rss_self_mb']:.0f} MB")
+        print(f"    ratio pandas / tokenfair: wall x{t_pd / t_ours:.1f}, CPU x{c_pd / c_ours:.1f}, "
+              f"peak memory x{pdx['rss_self_mb'] / ours['rss_self_mb']:.1f}")
         if subset < n:
             print(f"    pandas extrapolated to {n} runs: ~{t_pd / subset * n:.0f} s and ~"
                   f"{pdx['rss_self_mb'] / subset * n / 1024:.0f} GB (if it could hold them)")

@@ -43,9 +43,9 @@ def agg_reported(outputs, category):
 
 
 def agg_mem_mb(wildcards, threads, attempt):
-    # one run in memory per worker (measured ~250 MB for 152k ids x 2 splits x 11 eval points, see
-    # benchmarks/bench_aggregate.py), plus the summary tables of the whole grid
-    return int((1500 + threads * 300) * attempt)
+    # peak RSS measured by benchmarks/bench_aggregate.py for 1,000 runs x 152k ids x 2 splits x 11 eval
+    # points: ~560 MB per worker process (one run + imports), ~650 MB for the main process (the summary tables)
+    return int((800 + 700 * threads) * attempt)
 
 
 AGG = tfagg.summary_outputs(CFG)

@@ -30,7 +30,6 @@ def make_cfg(results_dir, **over):
         "models": ["tiny-xs", "tiny-s"],
         "weight_decays": [0.0, 0.1, 1.0],
         "seeds": [0, 1],
-        "train": {},  # the schema's train defaults are not filled in when the key is absent
         **over,
     }
     return tfconfig.resolve(cfg, check_files=False)
@@ -218,7 +217,8 @@ def test_figures_use_log_frequency_axes(study):
 
 @pytest.mark.heavy
 def test_workflow_rules_and_report(tmp_path):
-    """The Snakemake rules on a synthetic tree: aggregate (2 worker processes), aggregate_partial, --report."""
+    """The Snakemake rules on a synthetic tree: aggregate (worker processes) and aggregate_partial in one
+    invocation, then --report (each snakemake call costs ~10 s of planning, so two calls only)."""
     import yaml
     from conftest import run_snakemake
 
@@ -231,17 +231,15 @@ def test_workflow_rules_and_report(tmp_path):
     cfg = make_cfg(tmp_path / "results", models=["tiny-xs"], weight_decays=[0.0, 1.0], seeds=[0])
     write_tree(cfg)
     # the runs and frequency tables are given here: no other rule may remake them
-    proc = run_snakemake(tmp_path, "aggregate", "--allowed-rules", "aggregate")
+    targets = ["aggregate", "aggregate_partial", "--allowed-rules", "aggregate", "aggregate_partial"]
+    proc = run_snakemake(tmp_path, *targets, env={"TOKENFAIR_PARALLEL_MIN_MB": "0"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    log = (tmp_path / "results" / "logs" / "aggregate" / "aggregate.log").read_text()
-    assert log.count("runs aggregated") == 1  # spawned workers must not rerun the script
+    logs = tmp_path / "results" / "logs" / "aggregate"
+    log = (logs / "aggregate.log").read_text()
+    assert "2 processes" in log and log.count("runs aggregated") == 1  # spawned workers do not rerun the script
     assert (tmp_path / "results" / "summary" / "figures" / "bin_loss_train.png").stat().st_size > 0
-    os.remove(A.run_files(cfg, tfconfig.grid(cfg)[1])["per_token"])
-    proc = run_snakemake(tmp_path, "aggregate_partial", "--allowed-rules", "aggregate_partial")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "1 of 2 grid points" in (tmp_path / "results" / "summary" / "partial" / "README.md").read_text()
-    proc = run_snakemake(tmp_path, "aggregate_partial", "--allowed-rules", "aggregate_partial",
-                         "--report", str(tmp_path / "report.html"))
+    assert "2 of 2 grid points" in (tmp_path / "results" / "summary" / "partial" / "README.md").read_text()
+    proc = run_snakemake(tmp_path, *targets, "--report", str(tmp_path / "report.html"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
-    assert "decay_effects" in html and "bin_loss_train" in html
+    assert "decay_effects" in html and "bin_loss_train" in html and "missing" in html

@@ -44,6 +44,9 @@ README = "README.md"
 MAX_README_RUNS = 200  # above this the README shows the seed table only (runs.csv has every run)
 FIGURE_DIR = "figures"
 
+# Below this many MB of per_token.parquet the aggregation runs in one process (env TOKENFAIR_PARALLEL_MIN_MB).
+PARALLEL_MIN_MB = 200
+PARALLEL_MIN_RUNS_FIGURES = 50
 PER_TOKEN_COLUMNS = ["step", "split", "token_id", "loss_sum", "count", "correct"]
 RUN_METRICS = ("tokens", "types_seen", "loss_avg", "loss_balanced", "acc_avg", "acc_balanced", "ppl",
                "loss_rare", "loss_frequent", "rare_gap", "spearman")
@@ -244,7 +247,8 @@ def summarise_run(per_token_path: str, groups) -> dict:
     keys, loss, count, correct = read_per_token(per_token_path, groups.vocab_size)
     sums = M.category_sums(loss, count, correct, groups.category, groups.n_categories)  # [G, C, F]
     run: dict[str, Any] = {}
-    bins: dict[str, list] = {k: [] for k in ("split", "step", "first_step", "bin", "bin_lo", "bin_hi", "n_types", *BIN_METRICS)}
+    bin_cols = ("split", "step", "first_step", "bin", "bin_lo", "bin_hi", "n_types", *BIN_METRICS)
+    bins: dict[str, list] = {k: [] for k in bin_cols}
     curves: dict[str, list] = {k: [] for k in ("split", "step", "bin", "bin_lo", "bin_hi", *CURVE_METRICS)}
     nb = groups.n_bins
     for split in dict.fromkeys(k[0] for k in keys):
@@ -287,8 +291,10 @@ def summarise_run(per_token_path: str, groups) -> dict:
         curves["bin_hi"].append(np.tile(groups.bin_hi, T))
         for k in CURVE_METRICS:
             curves[k].append(per_bin[k].ravel())
-    cat = lambda d: {k: (np.asarray(v) if k == "split" or (v and np.isscalar(v[0])) else np.concatenate(v)) for k, v in d.items()}
-    return {"final_step": int(max(k[1] for k in keys)), "run": run, "bins": cat(bins), "curves": cat(curves)}
+    def columns(d):  # lists of scalars or of per-split arrays -> one array per column
+        return {k: np.asarray(v) if k == "split" or (v and np.isscalar(v[0])) else np.concatenate(v) for k, v in d.items()}
+
+    return {"final_step": int(max(k[1] for k in keys)), "run": run, "bins": columns(bins), "curves": columns(curves)}
 
 
 def _run_job(job: dict) -> dict:
@@ -368,7 +374,8 @@ def collect(cfg: dict, points: list[dict], workers: int = 1) -> dict:
     runs_df = pd.DataFrame(runs)
     if len(runs_df):
         runs_df["n_params"] = runs_df["n_params"].astype("Int64")
-    order = ["corpus", "tokenizer", "model", "n_params", *[c for c in identity(cfg, points[0]) if c not in ("corpus", "tokenizer", "model")]] if points else []
+    first = ("corpus", "tokenizer", "model")
+    order = [*first, "n_params", *[c for c in identity(cfg, points[0]) if c not in first]] if points else []
     runs_df = runs_df[order + [c for c in runs_df.columns if c not in order]] if len(runs_df) else runs_df
     frame = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     out = {"runs": runs_df, "bins": frame(bins), "bin_curves": frame(curves)}
@@ -476,7 +483,12 @@ def aggregate(cfg: dict, partial: bool = False, workers: int = 1, out_dir: str |
         first = missing[0]
         raise DataError(f"{len(missing)} of {len(grid(cfg))} grid points have no finished run, e.g. "
                         f"{run_files(cfg, first)['dir']} ({first['reason']}); run the grid, or aggregate_partial")
-    log.info("aggregating %d runs (%d missing) into %s", len(present), len(missing), out_dir)
+    # Worker processes cost seconds to start (imports): worth it only for enough data to read and draw.
+    size = sum(os.path.getsize(run_files(cfg, p)["per_token"]) for p in present)
+    if size < float(os.environ.get("TOKENFAIR_PARALLEL_MIN_MB", PARALLEL_MIN_MB)) * 1e6:
+        workers = 1
+    log.info("aggregating %d runs (%d missing, %.0f MB of per-token files, %d processes) into %s",
+             len(present), len(missing), size / 1e6, workers, out_dir)
     tables = collect(cfg, present, workers)
     t_collect = time.perf_counter() - t0
     others = other_axes(cfg)
@@ -500,18 +512,25 @@ def aggregate(cfg: dict, partial: bool = False, workers: int = 1, out_dir: str |
             freq[f"{corpus} / {tok}"] = f
     note = (f"partial: {len(present)} of {len(present) + len(missing)} grid points ({len(missing)} missing, "
             "see missing.csv)") if partial else None
-    figs = write_figures(cfg, tables, freq, out_dir, note)
+    # figures in parallel only for grids big enough to make panels many (a process costs ~2 s to start)
+    fig_workers = workers if len(present) >= PARALLEL_MIN_RUNS_FIGURES else 1
+    figs = write_figures(cfg, tables, freq, out_dir, note, workers=fig_workers)
     write_readme(cfg, tables, out_dir, figs, partial, len(present), len(missing))
     return {**tables, "seconds": {"runs": tables["seconds_in_runs"], "collect": t_collect,
-                                  "tables": t_tables, "total": time.perf_counter() - t0}}
+                                  "tables": t_tables, "total": time.perf_counter() - t0},
+            "processes": {"read": workers, "figures": fig_workers}}
 
 
 # --------------------------------------------------------------------------------------------------
 # figures and README
 
 
-def write_figures(cfg: dict, tables: dict, freq_files: dict[str, str], out_dir: str, note: str | None) -> list[str]:
-    """Every figure of figure_names(study_splits(cfg)) in each configured format; returns the stems."""
+FIGURE_TABLES = ("bins_by_seed", "bin_curves_by_seed", "runs_by_seed", "decay_effects")
+
+
+def render_figure(stem: str, cfg: dict, tables: dict, freq_files: dict[str, str], out_dir: str,
+                  note: str | None) -> str:
+    """Draw and save one figure of figure_names(study_splits(cfg)) in each configured format."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -520,39 +539,64 @@ def write_figures(cfg: dict, tables: dict, freq_files: dict[str, str], out_dir: 
     from . import plots
     from .io import atomic_path
 
-    formats = cfg["aggregate"]["figure_formats"]
     splits = study_splits(cfg)
-    decays = sorted(set(cfg["weight_decays"]))
-    colors = plots.decay_colors(decays)
-    bs, cs, rs, de = (tables["bins_by_seed"], tables["bin_curves_by_seed"], tables["runs_by_seed"],
-                      tables["decay_effects"])
+    colors = plots.decay_colors(cfg["weight_decays"])  # one colour per decay of the study, in every figure
     others = other_axes(cfg)
-    makers = {}
-    for s in splits:
-        makers[f"bin_loss_{s}"] = lambda s=s: plots.bin_loss(bs, s, colors, others)
-        makers[f"bin_curves_{s}"] = lambda s=s: plots.bin_curves(cs, s, colors, others)
-        makers[f"decay_heatmap_{s}"] = lambda s=s: plots.decay_heatmap(de, s, others)
-    makers["loss_vs_decay"] = lambda: plots.loss_vs_decay(rs, splits, colors, others)
-    makers["learning_speed"] = lambda: plots.learning_speed(bs, splits, colors, others)
-    makers["frequency"] = lambda: plots.frequency_distribution(
-        {k: pq.read_table(f, columns=["token_id", "count", "rank", "percentile", "special"]).to_pandas()
-         for k, f in freq_files.items()}, cfg["frequency"]["rare_percentile"])
-    folder = os.path.join(out_dir, FIGURE_DIR)
-    os.makedirs(folder, exist_ok=True)
-    for stem in figure_names(splits):
-        fig = makers[stem]()
-        files = [os.path.join(folder, f"{stem}.{ext}") for ext in formats]
-        if getattr(fig, "fixed_layout", False):  # a big grid of panels with fixed margins: no tight box
-            if note:
-                fig.text(0.5, 0.002, note, ha="center", va="bottom", fontsize=10, color="firebrick")
-            for f in files:
-                with atomic_path(f) as tmp:
-                    fig.savefig(tmp, format=os.path.splitext(f)[1][1:], dpi=90)
-        else:
-            if note:
-                fig.text(0.5, -0.01, note, ha="center", va="top", fontsize=10, color="firebrick")
-            plots.save_figure(fig, files, dpi=120)
-    return figure_names(splits)
+    bs, cs, rs, de = (tables[t] for t in FIGURE_TABLES)
+    head, _, split = stem.rpartition("_")
+    if split in splits and head == "bin_loss":
+        fig = plots.bin_loss(bs, split, colors, others)
+    elif split in splits and head == "bin_curves":
+        fig = plots.bin_curves(cs, split, colors, others)
+    elif split in splits and head == "decay_heatmap":
+        fig = plots.decay_heatmap(de, split, others)
+    elif stem == "loss_vs_decay":
+        fig = plots.loss_vs_decay(rs, splits, colors, others)
+    elif stem == "learning_speed":
+        fig = plots.learning_speed(bs, splits, colors, others)
+    elif stem == "frequency":
+        freq = {k: pq.read_table(f, columns=["token_id", "count", "rank", "percentile", "special"]).to_pandas()
+                for k, f in freq_files.items()}
+        fig = plots.frequency_distribution(freq, cfg["frequency"]["rare_percentile"])
+    else:
+        raise ValueError(f"unknown figure {stem}")
+    files = [os.path.join(out_dir, FIGURE_DIR, f"{stem}.{ext}") for ext in cfg["aggregate"]["figure_formats"]]
+    if getattr(fig, "fixed_layout", False):  # a big grid of panels with fixed margins: no tight box
+        if note:
+            fig.text(0.5, 0.002, note, ha="center", va="bottom", fontsize=10, color="firebrick")
+        for f in files:
+            with atomic_path(f) as tmp:
+                fig.savefig(tmp, format=os.path.splitext(f)[1][1:], dpi=90)
+    else:
+        if note:
+            fig.text(0.5, -0.01, note, ha="center", va="top", fontsize=10, color="firebrick")
+        plots.save_figure(fig, files, dpi=120)
+    return stem
+
+
+def _render_job(args) -> str:
+    return render_figure(*args)
+
+
+def write_figures(cfg: dict, tables: dict, freq_files: dict[str, str], out_dir: str, note: str | None,
+                  workers: int = 1) -> list[str]:
+    """Every figure of figure_names(study_splits(cfg)); with workers > 1 drawn by that many processes
+    (figures are independent; drawing is most of the time after the runs are read). Returns the stems."""
+    os.makedirs(os.path.join(out_dir, FIGURE_DIR), exist_ok=True)
+    stems = figure_names(study_splits(cfg))
+    small = {t: tables[t] for t in FIGURE_TABLES}
+    jobs = [(stem, cfg, small, freq_files, out_dir, note) for stem in stems]
+    if workers <= 1:
+        for job in jobs:
+            _render_job(job)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        jobs.sort(key=lambda j: not j[0].startswith("bin_curves"))  # the biggest first
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(_render_job, jobs))
+    return stems
 
 
 def _fmt(v, digits=4):
@@ -579,11 +623,12 @@ def write_readme(cfg, tables, out_dir, figures, partial, n_present, n_missing) -
     splits = [s for s in study_splits(cfg) if len(runs) and f"{s}_loss_avg" in runs.columns]
     extra = list(cfg["axes"])
     lines = [f"# Summary of `{os.path.basename(os.path.normpath(cfg['results_dir']))}`\n"]
+    pairs = ", ".join(sorted(set(runs["corpus"] + " / " + runs["tokenizer"]))) if len(runs) else "–"
     if partial:
         lines.append(f"**Partial aggregation: {n_present} of {n_present + n_missing} grid points have finished; "
                      f"{n_missing} are missing (listed in [missing.csv](missing.csv)).**\n")
     lines.append(
-        f"{n_present} runs; corpora x tokenizers: {', '.join(sorted(set(runs['corpus'] + ' / ' + runs['tokenizer']))) if len(runs) else '–'}; "
+        f"{n_present} runs; corpora x tokenizers: {pairs}; "
         f"weight decays {', '.join(f'{w:g}' for w in sorted(set(cfg['weight_decays'])))}; seeds "
         f"{', '.join(str(s) for s in cfg['seeds'])}. Special tokens are left out of every metric. "
         f"Rare = train-count percentile below {cfg['frequency']['rare_percentile']}, frequent = the rest; bins = "
