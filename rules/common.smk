@@ -6,7 +6,7 @@ from tokenfair import paths
 # CFG: the resolved config (Snakefile).
 
 # Jobs (local, SLURM, or in a conda env) import the tokenfair package from this workflow's folder.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p))
 R = CFG["results_dir"]
 LOGS = os.path.join(R, "logs")
 BENCH = os.path.join(R, "benchmarks")
@@ -138,3 +138,83 @@ def _plan_summary():
 
 
 atexit.register(_plan_summary)
+
+
+# --- Train stage (rules/train.smk) --------------------------------------------------------------------------
+RUN_DIR = P("run")
+# `model~<m>/weight_decay~<wd>/[<axis>~<v>/...]seed~<s>` with this config's axes, in grid order.
+RUN_REGEX = paths.run_regex(tfconfig.axis_names(CFG))
+
+
+_SETTINGS = {}
+
+
+def train_settings(wildcards):
+    """The run's settings as plain data (tokenfair.config.run_settings), from the grid index; once per run."""
+    key = (wildcards.corpus, wildcards.tok, wildcards.run)
+    if key not in _SETTINGS:
+        _SETTINGS[key] = tfconfig.run_settings(CFG, train_point(wildcards))
+    return _SETTINGS[key]
+
+
+def train_inputs(wildcards):
+    """The corpus x tokenizer's tokenizer.json and its token shards: train, and each held-out split."""
+    w = {"corpus": wildcards.corpus, "tok": wildcards.tok}
+    out = {"tokenizer": paths.path("tokenizer", R, **w)}
+    for split in tfconfig.corpus_splits(CFG["corpora"][wildcards.corpus]):
+        out[split] = paths.path("tokens", R, split=split, **w)
+    return out
+
+
+def train_threads(wildcards):
+    return train_settings(wildcards)["train"]["threads"]
+
+
+# --- Aggregate stage (rules/aggregate.smk) ------------------------------------------------------------------
+from tokenfair import aggregate as tfagg
+
+
+def agg_run_files(kind):
+    return [tfagg.run_files(CFG, p)[kind] for p in tfconfig.grid(CFG)]
+
+
+def agg_frequency_tables():
+    return sorted({tfagg.frequency_file(CFG, c, t) for c, t in tfconfig.training_corpora(CFG)})
+
+
+def agg_present_runs(wildcards):
+    """The grid points that have finished now (planning time): a change of this set reruns the partial
+    aggregation (params rerun trigger) without making it depend on, and so rerun, the training jobs."""
+    present, _ = tfagg.find_runs(CFG)
+    return sorted(os.path.join(p["corpus"], f"tok~{p['tok']}", p["run"]) for p in present)
+
+
+def agg_reported(outputs, category):
+    """report() on every table (CSV) and figure (first format) and the README, with a caption each."""
+    figure_ext = CFG["aggregate"]["figure_formats"][0]
+    out = []
+    for f in outputs["tables"]:
+        name, ext = os.path.splitext(os.path.basename(f))
+        out.append(report(f, caption=f"../report/{name}.rst", category=category, subcategory="tables",
+                          labels={"table": name}) if ext == ".csv" else f)
+    for f in outputs["figures"]:
+        stem, ext = os.path.splitext(os.path.basename(f))
+        head, _, split = stem.rpartition("_")
+        kind, split = (head, split) if split in paths.SPLITS else (stem, "all")
+        out.append(report(f, caption=f"../report/figure_{kind}.rst", category=category, subcategory="figures",
+                          labels={"figure": kind, "split": split}) if ext == f".{figure_ext}" else f)
+    return out
+
+
+def agg_mem_mb(wildcards, threads, attempt):
+    # peak RSS measured by benchmarks/bench_aggregate.py for 1,000 runs x 152k ids x 2 splits x 11 eval
+    # points: ~560 MB per worker process (one run + imports), ~650 MB for the main process (the summary tables)
+    return int((800 + 700 * threads) * attempt)
+
+
+AGG = tfagg.summary_outputs(CFG)
+AGG_PARTIAL = tfagg.summary_outputs(CFG, partial=True)
+
+
+def agg_runtime(wildcards, attempt):
+    return (10 + len(tfconfig.grid(CFG)) // 20) * attempt

@@ -81,9 +81,9 @@ def test_not_parquet_and_missing_text_column(tmp_path, paragraphs):
 def test_tokenizer_file_errors(tmp_path, paragraphs):
     bad = tmp_path / "tokenizer.json"
     bad.write_text('{"model": {"type": "BPE", "vocab": ')
-    with pytest.raises(ConfigError, match=r"tokenizers.t.path: .*tokenizer.json is not a valid tokenizer.json"):
+    with pytest.raises(ConfigError, match=r"tokenizers.t.path: .*tokenizer.json: not a valid tokenizer.json"):
         resolve_corpus({"source": "embedded"}, {"t": {"type": "file", "path": str(bad)}})
-    with pytest.raises(ConfigError, match=r"tokenizers.t.path: tokenizer file .*missing.json does not exist"):
+    with pytest.raises(ConfigError, match=r"tokenizers.t.path: .*missing.json: tokenizer file does not exist"):
         resolve_corpus({"source": "embedded"}, {"t": {"type": "file", "path": str(tmp_path / "missing.json")}})
 
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers

@@ -58,8 +58,9 @@ def run_into(out: Path, data: dict, settings: dict | None = None) -> dict:
     return tt.run(settings or settings_for(), out_dir=str(out), **data)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data(tmp_path_factory, speeches):
+    """One real-text tokenizer and shards for every training test (test_train_resume.py uses it too)."""
     return make_data(tmp_path_factory.mktemp("data"), speeches)
 
 

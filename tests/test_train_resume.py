@@ -18,7 +18,7 @@ import torch
 
 from tokenfair import paths
 from tokenfair import train as tt
-from test_train import make_data, settings_for
+from test_train import data, settings_for  # noqa: F401  (data: the shared session fixture)
 
 RESUME = {"steps": 40, "checkpoint_every": 5}
 CHILD = """
@@ -33,11 +33,6 @@ def slow(*a, **k):
 tt.train_step = slow
 tt.run(args["settings"], out_dir=args["out"], **args["data"])
 """
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, speeches):
-    return make_data(tmp_path_factory.mktemp("data"), speeches)
 
 
 @pytest.fixture(scope="module")

@@ -151,14 +151,13 @@ def _check_tokenizers(cfg: dict, check_files: bool) -> None:
 
 def check_tokenizer_file(path: str, key: str):
     """The tokenizer of a given tokenizer.json; ConfigError naming `key` when missing or malformed."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config key {key}: tokenizer file {path} does not exist")
-    from tokenizers import Tokenizer
+    from .errors import DataError
+    from .tokenization import load_tokenizer
 
     try:
-        return Tokenizer.from_file(path)
-    except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
-        raise ConfigError(f"config key {key}: {path} is not a valid tokenizer.json ({exc})") from None
+        return load_tokenizer(path)
+    except DataError as exc:
+        raise ConfigError(f"config key {key}: {exc}") from None
 
 
 def _check_special_tokens(cfg: dict, tid: str, spec: dict, tok) -> None:

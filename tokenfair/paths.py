@@ -54,6 +54,11 @@ def run_subpath(axes: dict) -> str:
     return "/".join(f"{k}~{format_value(v)}" for k, v in axes.items())
 
 
+def run_regex(axes) -> str:
+    """The regex a run path matches for an ordered list of axis names (the {run} wildcard's constraint)."""
+    return "/".join(f"{axis}~[^/]+" for axis in axes)
+
+
 def parse_run_subpath(subpath: str) -> dict[str, str]:
     """Inverse of run_subpath, values kept as strings."""
     out = {}

@@ -83,6 +83,7 @@ FAMILY_KEYS = {
 def _openelm(layers: int, dim: int, head_dim: int) -> dict:
     """A published OpenELM size: Apple's OpenELM_CONFIGS (configuration_openelm.py) and the hub config.json."""
     return {
+        **_OPENELM_DEFAULTS,
         "family": "openelm",
         "num_transformer_layers": layers,
         "model_dim": dim,
@@ -90,14 +91,6 @@ def _openelm(layers: int, dim: int, head_dim: int) -> dict:
         "num_gqa_groups": 4,
         "qkv_multipliers": [0.5, 1.0],
         "ffn_multipliers": [0.5, 4.0],
-        "ffn_dim_divisor": 256,
-        "ffn_with_glu": True,
-        "normalize_qk_projections": True,
-        "tie_word_embeddings": True,
-        "max_context_length": 2048,
-        "rope_freq_constant": 10000,
-        "rope_max_length": 4096,
-        "rms_norm_eps": 1e-6,
     }
 
 
