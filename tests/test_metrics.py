@@ -191,3 +191,13 @@ def test_bad_token_id_names_the_file(tmp_path):
     _write_per_token(tmp_path / "pt.parquet", [(0, "train", 9, 1.0, 1, 0)])
     with pytest.raises(DataError, match="pt.parquet.*token_id 9"):
         read_per_token(str(tmp_path / "pt.parquet"), 6)
+
+
+def test_unigram_entropy_by_hand():
+    from tokenfair.metrics import unigram_entropy
+
+    # ids: special (left out), counts 2, 2, 0 -> two equally likely types: ln 2
+    assert unigram_entropy([5, 2, 2, 0], [True, False, False, False]) == pytest.approx(np.log(2))
+    # 3:1 -> -(0.75 ln 0.75 + 0.25 ln 0.25)
+    assert unigram_entropy([3, 1], [False, False]) == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+    assert np.isnan(unigram_entropy([0, 0], [False, False]))

@@ -633,6 +633,15 @@ def write_readme(cfg, tables, out_dir, figures, partial, n_present, n_missing) -
         f"{', '.join(str(s) for s in cfg['seeds'])}. Special tokens are left out of every metric. "
         f"Rare = train-count percentile below {cfg['frequency']['rare_percentile']}, frequent = the rest; bins = "
         f"powers of {cfg['frequency']['bin_base']} of the train count.\n")
+    from .config import training_corpora
+    from .metrics import unigram_entropy
+
+    for corpus, tok in training_corpora(cfg):
+        path = frequency_file(cfg, corpus, tok)
+        if os.path.exists(path):
+            g = load_groups(path, cfg["frequency"]["rare_percentile"])
+            lines.append(f"Train unigram entropy of {corpus} / {tok}: {unigram_entropy(g.train_count, g.special):.4f} "
+                         "nats (the average train loss of a model that knows only token frequencies).\n")
     lines.append(
         "Definitions: *avg loss* = loss per occurrence; *balanced loss* = mean over the vocabulary ids seen in "
         "the split of each id's own mean loss; *acc* = share of occurrences predicted right (argmax); "

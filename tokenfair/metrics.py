@@ -110,6 +110,17 @@ def groups_from_frequency(table, rare_percentile: float, source: str = "frequenc
     )
 
 
+def unigram_entropy(count, special) -> float:
+    """Entropy (nats) of the unigram distribution of the non-special ids' counts: the loss per occurrence of
+    a model that predicts every token from its frequency alone, the baseline an average loss is read against."""
+    c = np.asarray(count, dtype=np.float64)[~np.asarray(special, dtype=bool)]
+    c = c[c > 0]
+    if not len(c):
+        return float("nan")
+    p = c / c.sum()
+    return float(-(p * np.log(p)).sum())
+
+
 # --------------------------------------------------------------------------------------------------
 # kernels over the id axis
 
