@@ -47,6 +47,17 @@ def train_point(wildcards):
         ) from None
 
 
+_SETTINGS = {}
+
+
+def point_settings(point):
+    """A grid point's settings as plain data (tokenfair.config.run_settings), computed once per point."""
+    key = (point["corpus"], point["tok"], point["run"])
+    if key not in _SETTINGS:
+        _SETTINGS[key] = tfconfig.run_settings(CFG, point)
+    return _SETTINGS[key]
+
+
 def run_targets():
     """Every output of every selected grid point (`only:` narrows the grid; default all of it)."""
     out = []
@@ -92,8 +103,7 @@ def run_estimate(point):
     """Size, time and GPU memory of one grid point's training run (tokenfair.resources.TrainEstimate)."""
     key = (point["corpus"], point["tok"], point["run"])
     if key not in _ESTIMATES:
-        settings = tfconfig.run_settings(CFG, point)
-        _ESTIMATES[key] = tfres.estimate_train(settings, tfres.vocab_size(CFG, point["tok"]), SITE)
+        _ESTIMATES[key] = tfres.estimate_train(point_settings(point), tfres.vocab_size(CFG, point["tok"]), SITE)
     return _ESTIMATES[key]
 
 
@@ -146,15 +156,9 @@ RUN_DIR = P("run")
 RUN_REGEX = paths.run_regex(tfconfig.axis_names(CFG))
 
 
-_SETTINGS = {}
-
-
 def train_settings(wildcards):
-    """The run's settings as plain data (tokenfair.config.run_settings), from the grid index; once per run."""
-    key = (wildcards.corpus, wildcards.tok, wildcards.run)
-    if key not in _SETTINGS:
-        _SETTINGS[key] = tfconfig.run_settings(CFG, train_point(wildcards))
-    return _SETTINGS[key]
+    """The train job's settings (params), from the grid index."""
+    return point_settings(train_point(wildcards))
 
 
 def train_inputs(wildcards):
