@@ -315,9 +315,16 @@ def axis_names(cfg: dict) -> list[str]:
     return [*FIXED_AXES, *cfg["axes"], "seed"]
 
 
+def eval_corpora(cfg: dict) -> list[str]:
+    """Names of the evaluation-only (out-of-domain) corpora, in config order."""
+    return [c for c, spec in cfg["corpora"].items() if spec.get("eval_only")]
+
+
 def training_corpora(cfg: dict) -> Iterator[tuple[str, str]]:
-    """(corpus, tokenizer id) pairs that models are trained on."""
+    """(corpus, tokenizer id) pairs that models are trained on (every corpus but the eval_only ones)."""
     for corpus in cfg["corpora"]:
+        if cfg["corpora"][corpus].get("eval_only"):
+            continue
         for tok in corpus_tokenizers(cfg, corpus):
             yield corpus, tok
 

@@ -20,6 +20,9 @@ PATTERNS = {
     "frequency": "{corpus}/tok~{tok}/frequency/{split}.parquet",
     "zipf": "{corpus}/tok~{tok}/frequency/zipf.{ext}",
     "run": "{corpus}/tok~{tok}/runs/{run}",
+    # an evaluation-only corpus ({other}, `eval_only: true`) tokenized by a training corpus's tokenizer
+    "ood_tokens": "{corpus}/tok~{tok}/ood/{other}.npy",
+    "ood_tokens_index": "{corpus}/tok~{tok}/ood/{other}.index.parquet",
 }
 
 # Files inside one run folder (PATTERNS["run"]).
@@ -27,7 +30,21 @@ RUN_PER_TOKEN = "per_token.parquet"
 RUN_LOG = "train_log.csv"
 RUN_JSON = "run.json"
 RUN_MODEL = "model"
+RUN_NORMS = "norms.parquet"  # final embedding / unembedding row norms per token id
 RUN_CHECKPOINT = "ckpt"  # not a declared output: it survives a failed or killed job
+
+
+OOD_PREFIX = "ood-"
+
+
+def ood_split(corpus: str) -> str:
+    """The evaluation split name of an evaluation-only corpus (per_token.parquet's `split`): ood-<corpus>."""
+    return f"{OOD_PREFIX}{corpus}"
+
+
+def is_split(name: str) -> bool:
+    """A split name of per_token.parquet: train, validation, test, or ood-<corpus>."""
+    return name in SPLITS or (name.startswith(OOD_PREFIX) and len(name) > len(OOD_PREFIX))
 
 
 def pattern(name: str, results_dir: str) -> str:
