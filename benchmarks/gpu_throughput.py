@@ -75,7 +75,7 @@ def measure(preset: str, args) -> dict:
     model = build_model(spec, args.vocab, attn_implementation="sdpa").to(device)
     model.train()
     settings = {"decay_group": "matrices", "weight_decay": 0.1, "lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8}
-    optimizer, _ = tt.make_optimizer(model, settings, device)
+    optimizer, _, _ = tt.make_optimizer(model, settings, device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     step_model = torch.compile(model) if args.compile else model
     autocast = tt.autocast_for(device, "bf16")

@@ -10,6 +10,7 @@ rule train:
         per_token=os.path.join(RUN_DIR, paths.RUN_PER_TOKEN),
         train_log=os.path.join(RUN_DIR, paths.RUN_LOG),
         run_json=os.path.join(RUN_DIR, paths.RUN_JSON),
+        norms=os.path.join(RUN_DIR, paths.RUN_NORMS),
         model=directory(os.path.join(RUN_DIR, paths.RUN_MODEL)),
     params:
         settings=train_settings,

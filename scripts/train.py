@@ -15,10 +15,11 @@ with job_log(snakemake.log[0]) as log:
         train.run(
             snakemake.params.settings,
             train_tokens=inputs.train,
-            eval_tokens={s: inputs[s] for s in ("validation", "test") if s in inputs.keys()},
+            eval_tokens={k: inputs[k] for k in inputs.keys() if k not in ("train", "tokenizer", "frequency")},
             tokenizer_json=inputs.tokenizer,
             out_dir=os.path.dirname(snakemake.output.per_token),
             tokenizer_spec=snakemake.params.tokenizer,
+            train_frequency=inputs.frequency if "frequency" in inputs.keys() else None,
         )
     except train.Preempted as exc:
         log.warning("%s", exc)

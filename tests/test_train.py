@@ -22,7 +22,7 @@ from tokenfair import train as tt
 from tokenfair.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = (paths.RUN_PER_TOKEN, paths.RUN_LOG, paths.RUN_JSON, paths.RUN_MODEL)
+OUTPUTS = (paths.RUN_PER_TOKEN, paths.RUN_LOG, paths.RUN_JSON, paths.RUN_NORMS, paths.RUN_MODEL)
 TRAIN = {"steps": 30, "batch_size": 8, "seq_len": 32, "lr": 3e-3, "warmup_steps": 3, "eval_every": 10,
          "log_every": 5, "checkpoint_every": 10, "eval_train_tokens": 2048, "eval_val_tokens": 2048, "threads": 1}
 
@@ -191,7 +191,7 @@ def test_decay_groups():
     elm = build_model(resolve_model_spec("tiny-openelm"), 300)  # tied embedding and head
     d, nd = tt.decay_groups(elm, "matrices_no_embeddings")
     assert "transformer.token_embeddings.weight" in nd and not any("embeddings" in n for n in d)
-    opt, groups = tt.make_optimizer(llama, {"decay_group": "matrices", "weight_decay": 0.5, "lr": 1e-3,
+    opt, groups, _ = tt.make_optimizer(llama, {"decay_group": "matrices", "weight_decay": 0.5, "lr": 1e-3,
                                             "betas": [0.9, 0.95], "eps": 1e-8}, torch.device("cpu"))
     assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]
     assert sum(len(g["params"]) for g in opt.param_groups) == len(names)

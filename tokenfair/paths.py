@@ -59,6 +59,8 @@ def path(name: str, results_dir: str, **wildcards) -> str:
 
 def format_value(value) -> str:
     """How a grid value is spelled in a path segment: 0 -> '0.0' for decays, True -> 'true'."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -72,8 +74,14 @@ def run_subpath(axes: dict) -> str:
 
 
 def run_regex(axes) -> str:
-    """The regex a run path matches for an ordered list of axis names (the {run} wildcard's constraint)."""
-    return "/".join(f"{axis}~[^/]+" for axis in axes)
+    """The regex a run path matches for an ordered list of axis names (the {run} wildcard's constraint): the
+    first two (model, weight_decay) and the last (seed) always, any of the others in between."""
+    axes = list(axes)
+    head, middle, tail = axes[:2], axes[2:-1], axes[-1:]
+    parts = "/".join(f"{a}~[^/]+" for a in head)
+    if middle:
+        parts += "(?:/(?:" + "|".join(middle) + ")~[^/]+)*"
+    return parts + "".join(f"/{a}~[^/]+" for a in tail)
 
 
 def parse_run_subpath(subpath: str) -> dict[str, str]:

@@ -23,7 +23,12 @@
    uninterrupted run. SIGTERM (SLURM time limit, preemption) checkpoints at the next step boundary and
    exits non-zero (`Preempted`). The checkpoint is removed once every output is complete.
 6. Outputs, each written under a temporary name and renamed (tokenfair.io): model/ (save_pretrained + the
-   fast tokenizer), run.json, train_log.csv, and per_token.parquet last.
+   fast tokenizer), run.json, train_log.csv, norms.parquet (embedding / unembedding row norms per id), and
+   per_token.parquet last.
+
+Regularizers and mitigations (train settings, so grid axes): decay_group, tie_embeddings (config side),
+embedding_decay_alpha (frequency-aware per-row decay of the embedding matrices, RowDecay), dropout
+(add_dropout + attention dropout), label_smoothing and z_loss (objective).
 """
 
 from __future__ import annotations
@@ -189,18 +194,60 @@ def decay_groups(model: torch.nn.Module, mode: str) -> tuple[list[str], list[str
     return decay, no_decay
 
 
-def make_optimizer(model: torch.nn.Module, train: dict, device: torch.device):
-    """AdamW (decoupled decay: p <- p - lr * weight_decay * p each step) over the two groups."""
+def embedding_parameter_names(model: torch.nn.Module) -> list[str]:
+    """Names of the input embedding and output head weights (one name when they are tied)."""
+    ids = {id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+    return [n for n, p in model.named_parameters() if id(p) in ids]
+
+
+def row_decay_scales(train_counts: np.ndarray, alpha: float, n_rows: int) -> np.ndarray:
+    """Frequency-aware decay (train.embedding_decay_alpha): per embedding row i, s_i proportional to
+    (train count of id i + 1)^alpha, normalised to mean 1 over the n_rows rows (rows beyond the tokenizer's
+    ids count 0). alpha 0 gives every row 1: plain decay."""
+    counts = np.zeros(n_rows, dtype=np.float64)
+    n = min(n_rows, len(train_counts))
+    counts[:n] = np.asarray(train_counts, dtype=np.float64)[:n]
+    s = (counts + 1.0) ** float(alpha)
+    return s / s.mean()
+
+
+def make_optimizer(model: torch.nn.Module, train: dict, device: torch.device, row_scales: np.ndarray | None = None):
+    """AdamW (decoupled decay: p <- p - lr * weight_decay * p each step) over the decay / no-decay groups.
+
+    With `row_scales` (train.embedding_decay_alpha), the embedding and unembedding matrices leave AdamW's
+    decay and form a third group whose rows decay at weight_decay x row_scales (RowDecay), applied where
+    AdamW applies its own: right before the update."""
     decay, no_decay = decay_groups(model, train["decay_group"])
     named = dict(model.named_parameters())
+    row = [n for n in embedding_parameter_names(model) if n in decay] if row_scales is not None else []
+    wd = float(train["weight_decay"])
     groups = [
-        {"params": [named[n] for n in decay], "weight_decay": float(train["weight_decay"])},
+        {"params": [named[n] for n in decay if n not in row], "weight_decay": wd},
         {"params": [named[n] for n in no_decay], "weight_decay": 0.0},
+        {"params": [named[n] for n in row], "weight_decay": 0.0},
     ]
+    row_decay = RowDecay(groups[2], wd, row_scales, device) if row else None
     groups = [g for g in groups if g["params"]]
     kwargs = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW(groups, lr=train["lr"], betas=tuple(train["betas"]), eps=train["eps"], **kwargs)
-    return opt, {"decay": decay, "no_decay": no_decay}
+    return opt, {"decay": [n for n in decay if n not in row], "no_decay": no_decay, "row_decay": row}, row_decay
+
+
+class RowDecay:
+    """Decoupled per-row decay of the embedding matrices: row i <- row i x (1 - lr x weight_decay x s_i), with
+    lr the group's current rate (the schedule's), before the AdamW update (as AdamW orders its own decay)."""
+
+    def __init__(self, group: dict, weight_decay: float, scales: np.ndarray, device: torch.device):
+        self.group, self.weight_decay = group, weight_decay
+        self.scales = torch.from_numpy(np.asarray(scales, dtype=np.float64)).to(device)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        if self.weight_decay == 0:
+            return
+        for p in self.group["params"]:
+            factor = (1.0 - self.group["lr"] * self.weight_decay * self.scales[: p.shape[0]]).to(p.dtype)
+            p.mul_(factor.unsqueeze(1))
 
 
 def lr_factor(step: int, train: dict) -> float:
@@ -236,20 +283,42 @@ def _grad_norm(params) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
-def train_step(model, optimizer, micro_batches, *, autocast, grad_clip: float, params):
-    """Forward, cross-entropy (fp32 logits), backward over the micro batches, clip, AdamW step.
-    Returns (mean loss, pre-clip gradient norm) as device tensors."""
+def objective(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, z_loss: float = 0.0):
+    """The training loss: cross-entropy of fp32 logits (label-smoothed by train.label_smoothing) plus
+    train.z_loss x mean(logsumexp(logits)^2). Evaluation always uses the plain cross-entropy."""
+    logits = logits.float().reshape(-1, logits.size(-1))
+    loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    if z_loss > 0:
+        loss = loss + z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
+    return loss
+
+
+def add_dropout(model: torch.nn.Module, p: float) -> None:
+    """train.dropout beyond attention dropout (a config field): on the token embeddings' output and on the
+    hidden state entering the output head, in training mode only."""
+    if p <= 0:
+        return
+    model.get_input_embeddings().register_forward_hook(lambda m, args, out: F.dropout(out, p, m.training))
+    model.get_output_embeddings().register_forward_pre_hook(
+        lambda m, args: (F.dropout(args[0], p, m.training), *args[1:]))
+
+
+def train_step(model, optimizer, micro_batches, *, autocast, grad_clip: float, params, loss_kw=None, row_decay=None):
+    """Forward, training objective (fp32 logits), backward over the micro batches, clip, AdamW step (and the
+    per-row embedding decay, if any). Returns (mean objective, pre-clip gradient norm) as device tensors."""
     total = None
     for x, y in micro_batches:
         with autocast:
             logits = model(input_ids=x, use_cache=False).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y)
+        loss = objective(logits, y, **(loss_kw or {}))
         (loss / len(micro_batches)).backward()
         total = loss.detach() if total is None else total + loss.detach()
     if grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     else:
         grad_norm = _grad_norm(params)
+    if row_decay is not None:
+        row_decay.apply()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total / len(micro_batches), grad_norm
@@ -365,6 +434,35 @@ def per_token_table(rows: list, n_ids: int, split_order: list[str]):
     })
 
 
+def embedding_norms(model: torch.nn.Module, n_ids: int):
+    """norms.parquet: per tokenizer id, the L2 norm of its input-embedding row and of its output-head row."""
+    import pyarrow as pa
+
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight[:n_ids].float()
+        head = model.get_output_embeddings().weight[:n_ids].float()
+        e = torch.linalg.vector_norm(emb, dim=1).double().cpu().numpy()
+        u = torch.linalg.vector_norm(head, dim=1).double().cpu().numpy()
+    return pa.table({"token_id": pa.array(np.arange(n_ids, dtype=np.int64)), "embedding_norm": pa.array(e),
+                     "unembedding_norm": pa.array(u)})
+
+
+def tied(model: torch.nn.Module) -> bool:
+    out = model.get_output_embeddings()
+    return out is not None and out.weight is model.get_input_embeddings().weight
+
+
+def read_train_counts(frequency_path: str) -> np.ndarray:
+    """Per-id train counts from a frequency table (frequency/train.parquet), dense by token_id."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(frequency_path, columns=["token_id", "count"])
+    ids = t.column("token_id").to_numpy()
+    out = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=np.int64)
+    out[ids] = t.column("count").to_numpy()
+    return out
+
+
 def hf_tokenizer(tokenizer_json: str, ids: dict):
     """The tokenizer as a transformers fast tokenizer, with eos/pad set from the end-of-document and padding ids."""
     from transformers import PreTrainedTokenizerFast
@@ -458,12 +556,13 @@ def _sigterm_flag():
 
 
 def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenizer_json: str, out_dir: str,
-        tokenizer_spec: dict | None = None) -> dict:
+        tokenizer_spec: dict | None = None, train_frequency: str | None = None) -> dict:
     """Train one grid point and write its outputs into `out_dir` (the run folder). Returns run.json's content.
 
     settings: `run_settings(cfg, point)`; train_tokens: tokens/train.npy; eval_tokens: split -> shard for
-    the held-out splits (validation, test); tokenizer_json: the corpus tokenizer; tokenizer_spec: its
-    config entry (for eod_token / pad_token of a given tokenizer).
+    the held-out splits (validation, test, ood-<corpus>); tokenizer_json: the corpus tokenizer;
+    tokenizer_spec: its config entry (for eod_token / pad_token of a given tokenizer); train_frequency: the
+    train frequency table, needed by train.embedding_decay_alpha.
     """
     t_start = time.perf_counter()
     train = settings["train"]
@@ -492,7 +591,11 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
             f"embedding ({n_emb} rows, models.{settings['model_name']}.vocab_size)"
         )
     train_shard = _shard(train_tokens, seq_len, n_emb)
-    eval_splits = ["train"] + [s for s in paths.SPLITS if s in eval_tokens]
+    unknown = [s for s in eval_tokens if not paths.is_split(s)]
+    if unknown:
+        raise ValueError(f"eval_tokens: {unknown[0]!r} is not a split name (validation, test, ood-<corpus>)")
+    eval_splits = ["train"] + [s for s in paths.SPLITS if s in eval_tokens] + sorted(
+        s for s in eval_tokens if s not in paths.SPLITS)
     shards = {"train": train_shard, **{s: _shard(eval_tokens[s], seq_len, n_emb) for s in eval_splits[1:]}}
     budgets = {s: train["eval_train_tokens"] if s == "train" else train["eval_val_tokens"] for s in eval_splits}
     starts = {s: eval_starts(len(shards[s]), seq_len, budgets[s]) for s in eval_splits}
@@ -502,10 +605,18 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    model = build_model(spec, n_emb, attn_implementation="sdpa").to(device)
+    extra = {"attention_dropout": float(train["dropout"])} if train["dropout"] > 0 else {}
+    model = build_model(spec, n_emb, attn_implementation="sdpa", **extra).to(device)
+    add_dropout(model, float(train["dropout"]))
     model.train()
     n_params = count_parameters(model, n_ids)
-    optimizer, groups = make_optimizer(model, train, device)
+    row_scales = None
+    if train["embedding_decay_alpha"] is not None:
+        if train_frequency is None:
+            raise ValueError("train.embedding_decay_alpha needs the train frequency table (train_frequency)")
+        row_scales = row_decay_scales(read_train_counts(train_frequency), train["embedding_decay_alpha"], n_emb)
+    optimizer, groups, row_decay = make_optimizer(model, train, device, row_scales)
+    loss_kw = {"label_smoothing": float(train["label_smoothing"]), "z_loss": float(train["z_loss"])}
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train))
     params = [p for g in optimizer.param_groups for p in g["params"]]
     step_model = torch.compile(model) if train["compile"] else model
@@ -521,7 +632,8 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
     interval = {"loss": 0.0, "grad_norm": 0.0, "n": 0, "train_s": 0.0}  # since the last log row
     totals = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "elapsed_s": 0.0, "resumes": 0}
     step = 0
-    inputs = {"train": train_tokens, "tokenizer": tokenizer_json, **eval_tokens}
+    inputs = {"train": train_tokens, "tokenizer": tokenizer_json, **eval_tokens,
+              **({"frequency": train_frequency} if row_scales is not None else {})}
     fp = fingerprint(settings, inputs, n_ids, n_emb)
     state = load_checkpoint(ckpt_dir, fp)
     if state is not None:
@@ -603,8 +715,8 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
             lr = scheduler.get_last_lr()[0]
             st = sampler.next_starts(train["batch_size"] * train["grad_accum"])
             micro = [get_batch(train_shard, c, seq_len, device) for c in np.split(st, train["grad_accum"])]
-            loss, grad_norm = train_step(step_model, optimizer, micro, autocast=autocast,
-                                         grad_clip=train["grad_clip"], params=params)
+            loss, grad_norm = train_step(step_model, optimizer, micro, autocast=autocast, grad_clip=train["grad_clip"],
+                                         params=params, loss_kw=loss_kw, row_decay=row_decay)
             scheduler.step()
             step += 1
             pending_steps.append((step, loss, grad_norm))
@@ -658,6 +770,7 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
         "axes": settings["axes"], "model_name": settings["model_name"], "seed": seed,
         "lr": train["lr"], "weight_decay": train["weight_decay"], "lr_x_weight_decay": train["lr"] * train["weight_decay"],
         "decay_group": train["decay_group"], "decay_parameters": groups["decay"], "no_decay_parameters": groups["no_decay"],
+        "row_decay_parameters": groups["row_decay"], "tied_embeddings": tied(model),
         "parameters": n_params, "vocab_size": n_ids, "embedding_rows": n_emb,
         "device": _device_name(device), "threads": train["threads"], "precision": "bf16" if isinstance(autocast, torch.autocast) else "fp32",
         "tokens_per_step": tokens_per_step, "tokens_seen": steps * tokens_per_step,
@@ -668,6 +781,7 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
     }
     write_json(info, os.path.join(out_dir, paths.RUN_JSON))
     write_log_csv(log_rows, os.path.join(out_dir, paths.RUN_LOG))
+    write_parquet(embedding_norms(model, n_ids), os.path.join(out_dir, paths.RUN_NORMS))
     write_parquet(per_token_table(rows, n_ids, eval_splits), os.path.join(out_dir, paths.RUN_PER_TOKEN))
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("%s: done in %.1f s; final %s", out_dir, info["timings"]["elapsed_s"],
