@@ -1,7 +1,10 @@
 # Data stage: corpus spec -> documents.parquet -> tokenizer.json -> token shards -> frequency tables + Zipf
-# figure (docs/architecture.md). Each rule runs one function of the tokenfair package through a thin script.
+# figure (docs/architecture.md); an eval_only corpus's documents -> an ood/ shard per training tokenizer.
+# Each rule runs one function of the tokenfair package through a thin script.
 # Uses CFG, R, LOGS, BENCH and P from rules/common.smk. Resources: memory grows with the input and with each
 # retry (attempt); CPU rules only, never a GPU.
+import re
+
 from tokenfair import corpus as tfcorpus
 from tokenfair import tokenization as tftok
 
@@ -80,6 +83,36 @@ rule tokenize:
         "../envs/data.yaml"
     script:
         "../scripts/tokenize_split.py"
+
+
+rule tokenize_ood:
+    # an evaluation-only corpus ({other}), all of its documents, through a training corpus's tokenizer, with
+    # {other}'s own eod setting
+    input:
+        documents=lambda w: paths.path("documents", R, corpus=w.other),
+        tokenizer=P("tokenizer"),
+    output:
+        tokens=P("ood_tokens"),
+        index=P("ood_tokens_index"),
+    wildcard_constraints:
+        # only the eval_only corpora (a pattern that matches nothing when there is none)
+        other="|".join(re.escape(c) for c in tfconfig.eval_corpora(CFG)) or "(?!)",
+    params:
+        eod=lambda w: CFG["corpora"][w.other]["eod"],
+        tokenizer=lambda w: CFG["tokenizers"][w.tok],
+    log:
+        os.path.join(LOGS, "tokenize_ood", "{corpus}", "tok~{tok}", "{other}.log"),
+    benchmark:
+        os.path.join(BENCH, "tokenize_ood", "{corpus}", "tok~{tok}", "{other}.tsv")
+    threads: 4
+    resources:
+        mem_mb=lambda w, input, attempt: int((1500 + 6 * input.size_mb) * attempt),
+        runtime=lambda w, input, attempt: int((10 + input.size_mb / 50) * attempt),
+        **CPU_JOB,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/tokenize_ood.py"
 
 
 rule count:

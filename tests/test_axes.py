@@ -17,7 +17,7 @@ import torch
 from tokenfair import config as tfconfig
 from tokenfair import paths
 from tokenfair import train as tt
-from tokenfair.errors import ConfigError
+from tokenfair.errors import ConfigError, DataError
 
 from test_train import make_data, settings_for
 
@@ -172,6 +172,13 @@ def test_alpha_decays_each_row_by_its_frequency(tmp_path_factory, data, frequenc
     assert norms["embedding_norm"].to_numpy()[top].mean() < plain["embedding_norm"].to_numpy()[top].mean()
 
 
+def test_alpha_too_strong_for_the_most_frequent_row_fails_before_training(tmp_path, data, frequency):
+    settings = settings_for(weight_decay=100.0, embedding_decay_alpha=1.0, **STEPS)
+    with pytest.raises(DataError, match="embedding_decay_alpha 1.0 gives the most frequent id's row a decay"):
+        tt.run(settings, out_dir=str(tmp_path / "run"), train_frequency=frequency[0], **data)
+    assert not (tmp_path / "run" / paths.RUN_PER_TOKEN).exists()
+
+
 def test_alpha_needs_embeddings_in_the_decay_group():
     with pytest.raises(ConfigError, match=r"config key train: embedding_decay_alpha 0.5 .*matrices_no_embeddings"):
         settings_for(embedding_decay_alpha=0.5, decay_group="matrices_no_embeddings")
@@ -299,10 +306,14 @@ def test_studies_share_points_and_name_only_non_base_values():
 
 
 def test_vocabulary_size_as_an_axis():
-    """The tokenizers of a study are its vocabulary-size axis: one run per tokenizer, each its own vocab."""
-    cfg = study_cfg(studies={"vocab": {"models": ["tiny-xs"], "seeds": [0], "weight_decays": [1.0]}})
+    """The tokenizers of a study are its vocabulary-size axis: one run per tokenizer, each its own vocab;
+    `studies.main` keeps the top-level grid to one of them."""
+    cfg = study_cfg(studies={"main": {"tokenizers": ["bpe4k"]},
+                             "vocab": {"models": ["tiny-xs"], "seeds": [0], "weight_decays": [1.0]}})
     vocab = [p for p in tfconfig.grid(cfg) if "vocab" in p["studies"]]
     assert sorted(p["tok"] for p in vocab) == ["bpe1k", "bpe4k"]
+    assert {p["tok"] for p in tfconfig.grid(cfg) if "main" in p["studies"]} == {"bpe4k"}
+    assert [name for name, _ in tfconfig.studies(cfg)] == ["main", "vocab"]
 
 
 def test_larger_vocabulary_has_more_rare_tokens(speeches):
@@ -335,7 +346,7 @@ def test_tie_embeddings_and_model_train_settings_in_run_settings():
     ({"studies": {"s": {"axes": {"dropout": [1.5]}}}}, r"config key studies\.s\.axes\.dropout: value 1\.5"),
     ({"studies": {"s": {"axes": {"embedding_decay_alpha": [1.0]}}}, "train": {"decay_group": "matrices_no_embeddings"}},
      r"config key studies\.s: embedding_decay_alpha 1\.0"),
-    ({"studies": {"main": {}}}, r"config key studies"),
+    ({"studies": {"main": {"tokenizers": ["bpe9"]}}}, r"config key studies\.main\.tokenizers: 'bpe9'"),
     ({"models": {"m": {"preset": "tiny-s", "train": {"seq_lenn": 3}}}}, r"config key models\.m\.train\.seq_lenn: not a train setting"),
     ({"models": {"m": {"preset": "tiny-s", "train": {"seq_len": 4096}}}}, r"config key models\.m\.train\.seq_len: 4096 exceeds"),
 ])

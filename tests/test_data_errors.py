@@ -58,6 +58,34 @@ def test_planning_errors_name_the_key(spec, tokenizers, extra, key):
     assert key in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    "corpora, key",
+    [
+        ({"c": {"source": "embedded"}, "ood": {"source": "embedded", "name": "pydoc", "eval_only": True,
+                                                "tokenizers": ["bpe"]}},
+         "config key corpora.ood.tokenizers: an eval_only corpus is tokenized by each training corpus's own tokenizer"),
+        ({"c": {"source": "embedded"}, "ood": {"source": "embedded", "name": "pydoc", "eval_only": True,
+                                                "max_train_docs": 10}},
+         "config key corpora.ood.max_train_docs: an eval_only corpus is evaluated whole"),
+        ({"ood": {"source": "embedded", "name": "pydoc", "eval_only": True},
+          "ood2": {"source": "embedded", "eval_only": True}},
+         "config key corpora: every corpus (ood, ood2) has eval_only: true, so there is nothing to train on"),
+        ({"c": {"source": "embedded", "name": "brown", "eval_only": True}, "d": {"source": "embedded"}},
+         "config key corpora.c.name: unknown embedded corpus 'brown' (have: sotu, pydoc)"),
+    ],
+)
+def test_eval_only_errors_name_the_key(corpora, key):
+    with pytest.raises(ConfigError) as exc:
+        config.resolve(minimal_config(corpora))
+    assert key in str(exc.value)
+
+
+def test_eval_only_corpus_is_accepted():
+    cfg = config.resolve(minimal_config({"c": {"source": "embedded"},
+                                         "ood": {"source": "embedded", "name": "pydoc", "eval_only": True}}))
+    assert config.eval_corpora(cfg) == ["ood"] and list(config.training_corpora(cfg)) == [("c", "bpe")]
+
+
 def test_vocab_size_integral_float_is_accepted():
     cfg = resolve_corpus({"source": "embedded"}, {"b": {"type": "bpe", "vocab_size": 512.0}})
     assert cfg["tokenizers"]["b"]["vocab_size"] == 512 and isinstance(cfg["tokenizers"]["b"]["vocab_size"], int)

