@@ -13,6 +13,7 @@ rule aggregate:
     input:
         per_token=agg_run_files("per_token"),
         run_json=agg_run_files("run_json"),
+        norms=agg_run_files("norms"),
         frequency=agg_frequency_tables(),
     output:
         tables=agg_reported({"tables": AGG["tables"], "figures": []}, "Summary"),
@@ -64,3 +65,27 @@ rule aggregate_partial:
         "../envs/aggregate.yaml"
     script:
         "../scripts/aggregate.py"
+
+
+if PUBLISHED:
+
+    rule publish:
+        input:
+            tables=[f for f in AGG["tables"] if f.endswith(".parquet")],
+        output:
+            PUBLISHED,
+        params:
+            command=PUBLISH_COMMAND,
+        log:
+            os.path.join(LOGS, "aggregate", "publish.log"),
+        benchmark:
+            os.path.join(BENCH, "aggregate", "publish.tsv")
+        threads: 1
+        resources:
+            mem_mb=lambda w, attempt: 2000 * attempt,
+            runtime=lambda w, attempt: 10 * attempt,
+            **CPU_JOB,
+        conda:
+            "../envs/aggregate.yaml"
+        script:
+            "../scripts/publish.py"

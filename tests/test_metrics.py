@@ -201,3 +201,51 @@ def test_unigram_entropy_by_hand():
     # 3:1 -> -(0.75 ln 0.75 + 0.25 ln 0.25)
     assert unigram_entropy([3, 1], [False, False]) == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
     assert np.isnan(unigram_entropy([0, 0], [False, False]))
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> step-down max 0.02, 0.03, 0.06, 0.06
+    np.testing.assert_allclose(M.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    # NaN is not a test: m = 2
+    np.testing.assert_allclose(M.holm([0.01, np.nan, 0.04]), [0.02, np.nan, 0.04])
+    np.testing.assert_allclose(M.holm([0.5, 0.6]), [1.0, 1.0])  # capped at 1
+    np.testing.assert_allclose(M.holm([0.02, 0.02]), [0.04, 0.04])  # ties
+    assert M.holm([]).shape == (0,) and np.isnan(M.holm([np.nan])).all()
+
+
+def _t_from(d):
+    d = np.asarray(d, dtype=np.float64)
+    return M.paired_t(d.mean(), d.std(ddof=1) if len(d) > 1 else np.nan, len(d))
+
+
+def test_paired_t_test_by_hand():
+    # d = 0.1, 0.3, 0.2, 0.4: mean 0.25, std sqrt(0.05/3), t = 0.25 / (std / 2) = sqrt(15), df 3;
+    # two-sided p for df 3 = 1 - (2/pi)(theta + sin theta cos theta), tan theta = t / sqrt(3) = sqrt(5)
+    t, p = _t_from([0.1, 0.3, 0.2, 0.4])
+    assert t == pytest.approx(math.sqrt(15))
+    assert p == pytest.approx(1 - 2 / math.pi * (math.atan(math.sqrt(5)) + math.sqrt(5) / 6))  # 0.0304663
+    t, p = _t_from([-0.1, -0.3, -0.2, -0.4])  # the sign goes to t, not to p
+    assert t == pytest.approx(-math.sqrt(15)) and p == pytest.approx(0.0304663, abs=1e-7)
+    # d = 1, 3: mean 2, std sqrt 2, t = 2 / (sqrt 2 / sqrt 2) = 2, df 1 (Cauchy): p = 1 - (2/pi) atan 2
+    t, p = _t_from([1.0, 3.0])
+    assert t == pytest.approx(2.0) and p == pytest.approx(1 - 2 / math.pi * math.atan(2.0))
+    # degenerate: one pair, all equal and nonzero, all zero
+    assert all(np.isnan(v) for v in _t_from([0.5]))
+    assert _t_from([0.2, 0.2, 0.2]) == (np.inf, 0.0)
+    assert _t_from([-0.2, -0.2]) == (-np.inf, 0.0)
+    assert _t_from([0.0, 0.0]) == (0.0, 1.0)
+    # elementwise
+    t, p = M.paired_t([2.0, 0.0, 1.0], [math.sqrt(2), 0.0, 1.0], [2, 3, 1])
+    np.testing.assert_allclose(t, [2.0, 0.0, np.nan])
+    np.testing.assert_allclose(p, [1 - 2 / math.pi * math.atan(2.0), 1.0, np.nan])
+    np.testing.assert_allclose(M.t_two_sided_p([0.0, np.inf, 1.0], [3, 3, 0]), [1.0, 0.0, np.nan])
+
+
+def test_norms_by_bin(groups):
+    # bins -1 (id 5), 0 (id 4), 1 (id 3), 2 (ids 1, 2); id 0 is special
+    n, mean = M.norms_by_bin(np.arange(6), [10.0, 1.0, 3.0, 5.0, 7.0, 9.0], groups)
+    assert n.tolist() == [1, 1, 1, 2]
+    np.testing.assert_allclose(mean, [9.0, 7.0, 5.0, 2.0])
+    n, mean = M.norms_by_bin([5, 1, 0], [9.0, 1.0, 10.0], groups)  # some ids only
+    assert n.tolist() == [1, 0, 0, 1]
+    np.testing.assert_allclose(mean, [9.0, np.nan, np.nan, 1.0])

@@ -5,16 +5,22 @@ per (eval point, frequency bin, rare/frequent) sums, and dropped: memory is boun
 whatever the size of the grid. Everything after that works on the small per-run results.
 
 Outputs (each table as .parquet and .csv; the metric definitions are in `tokenfair.metrics`):
-- runs: one row per run: its axes, parameter count, final step; per split `<split>_<metric>` at the final
-  step: tokens, types_seen, loss_avg, loss_balanced, acc_avg, acc_balanced, ppl, loss_rare, loss_frequent,
-  rare_gap, spearman.
+- runs: one row per run: its axes (every axis of every study; an unset value is null), parameter count, final
+  step, run folder, studies (";"-joined names of the config's studies it belongs to, "main" = the top-level
+  grid); per split `<split>_<metric>` at the final step: tokens, types_seen, loss_avg, loss_balanced, acc_avg,
+  acc_balanced, ppl, loss_rare, loss_frequent, rare_gap, spearman. Splits: train, validation, test and
+  ood-<corpus> per evaluation-only corpus, all binned by the training corpus's train counts.
 - bins: one row per run x split x train-frequency bin at the final step, with the bin's learning speed.
 - bin_curves: one row per run x split x eval step x bin (the loss-over-training curves).
 - runs_by_seed, bins_by_seed, bin_curves_by_seed: the same metrics over seeds, `<metric>_mean`, `_std`,
   `_ci95` (half-width of the 95% Student-t interval; std and ci95 are NaN for a single seed), n_seeds (and
   in runs_by_seed the list of seeds).
 - decay_effects: per other axes x split x bin x decay: the change of the bin's token-balanced loss from the
-  smallest decay, its paired-seed 95% interval, and the bin's least-squares slope of loss against decay.
+  smallest decay, its paired-seed 95% interval, a paired t-test over seeds (t_stat, p_value), its
+  Holm-Bonferroni correction over the bins (p_holm, significant), and the bin's least-squares slope of loss
+  against decay.
+- embedding_norms: one row per run x matrix (embedding / unembedding) x train-frequency bin: the mean L2 row
+  norm of the bin's ids in the final model (norms.parquet), and n_ids; embedding_norms_by_seed over seeds.
 - partial aggregation only: missing (the grid points without a finished run).
 
 Heavy imports (numpy, pandas, pyarrow, numba, matplotlib) happen inside functions, so that the workflow can
@@ -37,9 +43,10 @@ log = logging.getLogger("tokenfair.aggregate")
 
 SUMMARY = "summary"
 PARTIAL = os.path.join("summary", "partial")
-TABLES = ("runs", "runs_by_seed", "bins", "bins_by_seed", "bin_curves", "bin_curves_by_seed", "decay_effects")
+TABLES = ("runs", "runs_by_seed", "bins", "bins_by_seed", "bin_curves", "bin_curves_by_seed", "decay_effects",
+          "embedding_norms", "embedding_norms_by_seed")
 PER_SPLIT_FIGURES = ("bin_loss", "bin_curves", "decay_heatmap")
-STUDY_FIGURES = ("loss_vs_decay", "learning_speed", "frequency")
+STUDY_FIGURES = ("loss_vs_decay", "learning_speed", "embedding_norms", "frequency")
 README = "README.md"
 MAX_README_RUNS = 200  # above this the README shows the seed table only (runs.csv has every run)
 FIGURE_DIR = "figures"
@@ -48,6 +55,8 @@ FIGURE_DIR = "figures"
 PARALLEL_MIN_MB = 200
 PARALLEL_MIN_RUNS_FIGURES = 50
 PER_TOKEN_COLUMNS = ["step", "split", "token_id", "loss_sum", "count", "correct"]
+NORM_COLUMNS = ["token_id", "embedding_norm", "unembedding_norm"]
+MATRICES = ("embedding", "unembedding")
 RUN_METRICS = ("tokens", "types_seen", "loss_avg", "loss_balanced", "acc_avg", "acc_balanced", "ppl",
                "loss_rare", "loss_frequent", "rare_gap", "spearman")
 BIN_METRICS = ("n_seen", "occurrences", "loss_avg", "loss_balanced", "acc_avg", "acc_balanced",
@@ -63,16 +72,30 @@ PARAM_KEYS = ("parameters", "n_params", "num_params", "parameter_count", "n_para
 
 
 def study_splits(cfg: dict) -> list[str]:
-    """The splits some corpus of the config evaluates, in the order train, validation, test."""
-    from .config import corpus_splits
+    """The splits the runs of the config evaluate: train, validation, test (those some training corpus has),
+    then ood-<corpus> for each evaluation-only corpus in config order."""
+    from .config import corpus_splits, eval_corpora, training_corpora
 
-    have = {s for c in cfg["corpora"].values() for s in corpus_splits(c)}
-    return [s for s in paths.SPLITS if s in have]
+    have = {s for c in dict.fromkeys(c for c, _ in training_corpora(cfg)) for s in corpus_splits(cfg["corpora"][c])}
+    return [s for s in paths.SPLITS if s in have] + [paths.ood_split(c) for c in eval_corpora(cfg)]
 
 
 def figure_names(splits: Iterable[str]) -> list[str]:
     splits = list(splits)
     return [f"{f}_{s}" for f in PER_SPLIT_FIGURES for s in splits] + list(STUDY_FIGURES)
+
+
+def parse_figure_stem(stem: str, splits: Iterable[str]) -> tuple[str, str | None]:
+    """(figure kind, split) of a stem of figure_names(splits); split None for a figure of the whole study.
+    Matched against the known split names (a corpus name, so an ood split, may hold underscores)."""
+    splits = list(splits)
+    if stem in STUDY_FIGURES:
+        return stem, None
+    for kind in PER_SPLIT_FIGURES:
+        split = stem[len(kind) + 1:]
+        if stem.startswith(kind + "_") and split in splits and paths.is_split(split):
+            return kind, split
+    raise ValueError(f"unknown figure {stem} (splits: {', '.join(splits)})")
 
 
 def summary_dir(results_dir: str, partial: bool = False) -> str:
@@ -98,7 +121,7 @@ def summary_outputs(cfg: dict, partial: bool = False) -> dict[str, list[str]]:
 def run_files(cfg: dict, point: dict) -> dict[str, str]:
     folder = paths.path("run", cfg["results_dir"], corpus=point["corpus"], tok=point["tok"], run=point["run"])
     return {"dir": folder, "per_token": os.path.join(folder, paths.RUN_PER_TOKEN),
-            "run_json": os.path.join(folder, paths.RUN_JSON)}
+            "run_json": os.path.join(folder, paths.RUN_JSON), "norms": os.path.join(folder, paths.RUN_NORMS)}
 
 
 def frequency_file(cfg: dict, corpus: str, tok: str) -> str:
@@ -106,14 +129,14 @@ def frequency_file(cfg: dict, corpus: str, tok: str) -> str:
 
 
 def find_runs(cfg: dict) -> tuple[list[dict], list[dict]]:
-    """(present, missing) grid points; a run is present when its per_token.parquet and run.json exist.
-    A missing point carries a `reason`."""
+    """(present, missing) grid points; a run is present when its per_token.parquet, run.json and
+    norms.parquet exist. A missing point carries a `reason`."""
     from .config import grid
 
     present, missing = [], []
     for point in grid(cfg):
         f = run_files(cfg, point)
-        lacking = [os.path.basename(f[k]) for k in ("per_token", "run_json") if not os.path.exists(f[k])]
+        lacking = [os.path.basename(f[k]) for k in ("per_token", "run_json", "norms") if not os.path.exists(f[k])]
         if lacking:
             missing.append({**point, "reason": "no " + " and no ".join(lacking)})
         else:
@@ -297,6 +320,46 @@ def summarise_run(per_token_path: str, groups) -> dict:
     return {"final_step": int(max(k[1] for k in keys)), "run": run, "bins": columns(bins), "curves": columns(curves)}
 
 
+def summarise_norms(norms_path: str, groups, tied=None) -> dict:
+    """Mean embedding and unembedding row norms per train-frequency bin of one run's norms.parquet (special
+    ids left out): columns tied_embeddings, matrix, bin, bin_lo, bin_hi, n_ids, mean_norm (one row per matrix x
+    bin). `tied` (run.json's tied_embeddings) unset: tied when the two norm columns are equal."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from .metrics import norms_by_bin
+
+    try:
+        names = pq.read_schema(norms_path).names
+    except Exception as exc:
+        raise DataError(f"{norms_path}: not a readable Parquet file ({exc})") from None
+    lacking = [c for c in NORM_COLUMNS if c not in names]
+    if lacking:
+        raise DataError(f"{norms_path}: missing column(s) {', '.join(lacking)} (see docs/architecture.md)")
+    table = pq.read_table(norms_path, columns=NORM_COLUMNS, use_threads=False)
+    for c in NORM_COLUMNS:
+        if table.column(c).null_count:
+            raise DataError(f"{norms_path}: column {c} has null values")
+    ids = table.column("token_id").to_numpy().astype(np.int64)
+    if len(ids) and (ids.min() < 0 or ids.max() >= groups.vocab_size):
+        raise DataError(f"{norms_path}: token_id outside the vocabulary (0 .. {groups.vocab_size - 1}) of the "
+                        "corpus x tokenizer's frequency table")
+    if len(np.unique(ids)) != len(ids):
+        raise DataError(f"{norms_path}: a token_id appears more than once")
+    norms = {m: table.column(f"{m}_norm").to_numpy().astype(np.float64) for m in MATRICES}
+    if tied is None:
+        tied = bool(np.array_equal(norms["embedding"], norms["unembedding"]))
+    nb = groups.n_bins
+    out = {"tied_embeddings": np.full(nb * len(MATRICES), bool(tied)),
+           "matrix": np.repeat(np.array(MATRICES, dtype=object), nb),
+           "bin": np.tile(groups.bins, len(MATRICES)), "bin_lo": np.tile(groups.bin_lo, len(MATRICES)),
+           "bin_hi": np.tile(groups.bin_hi, len(MATRICES))}
+    per = [norms_by_bin(ids, norms[m], groups) for m in MATRICES]
+    out["n_ids"] = np.concatenate([n for n, _ in per])
+    out["mean_norm"] = np.concatenate([v for _, v in per])
+    return out
+
+
 def _run_job(job: dict) -> dict:
     """Worker entry point: one run -> its small result (picklable)."""
     t0 = time.perf_counter()
@@ -309,7 +372,12 @@ def _run_job(job: dict) -> dict:
                 meta = json.load(fh)
         except json.JSONDecodeError as exc:
             raise DataError(f"{job['run_json']}: not valid JSON ({exc})") from None
-    out["n_params"] = param_count(meta) if isinstance(meta, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    out["n_params"] = param_count(meta)
+    if not os.path.exists(job["norms"]):
+        raise DataError(f"{job['norms']}: the run's embedding norms do not exist (see docs/architecture.md)")
+    tied = meta.get("tied_embeddings")
+    out["norms"] = summarise_norms(job["norms"], groups, tied if isinstance(tied, bool) else None)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -336,16 +404,46 @@ def _axis_value(v):
 
 
 def identity(cfg: dict, point: dict) -> dict:
-    """The columns that name a run: corpus, tokenizer, model, weight_decay, the extra axes, seed."""
+    """The columns that name a run: corpus, tokenizer, model, weight_decay, the extra axes, seed. An axis a
+    point does not carry takes the config's base train value (a study that does not vary it)."""
     from .config import axis_names
 
     return {"corpus": point["corpus"], "tokenizer": point["tok"],
-            **{a: _axis_value(point[a]) for a in axis_names(cfg)}}
+            **{a: _axis_value(point[a] if a in point else _base_value(cfg, point["model"], a)) for a in axis_names(cfg)}}
+
+
+def _base_value(cfg: dict, model: str, axis: str):
+    """The train setting `axis` of `model` where no axis sets it: tokenfair.config.base_value (the model's own
+    train: override, else train:), or train: alone for a config module without it."""
+    from . import config
+
+    if hasattr(config, "base_value"):
+        return config.base_value(cfg, model, axis)
+    return cfg["train"].get(axis)
+
+
+def extra_axes(cfg: dict) -> list[str]:
+    """The grid axes besides model, weight decay and seed: those of every study of the config, in
+    tokenfair.config.axis_names order."""
+    from .config import axis_names
+
+    return [a for a in axis_names(cfg) if a not in ("model", "weight_decay", "seed")]
 
 
 def other_axes(cfg: dict) -> list[str]:
     """The columns that key a seed group apart from the decay: corpus, tokenizer, model, extra axes."""
-    return ["corpus", "tokenizer", "model", *cfg["axes"]]
+    return ["corpus", "tokenizer", "model", *extra_axes(cfg)]
+
+
+def base_values(cfg: dict) -> dict:
+    """{model: {extra axis: its base value}}: the value a study that does not vary the axis trains with (the
+    model's own train: override, else train:). Figure labels name only the axes that differ from it."""
+    return {m: {a: _axis_value(_base_value(cfg, m, a)) for a in extra_axes(cfg)} for m in cfg["models"]}
+
+
+def studies_label(point: dict) -> str:
+    """The studies a grid point belongs to, ";"-joined ("main": the top-level grid)."""
+    return ";".join(point.get("studies") or ["main"])
 
 
 def collect(cfg: dict, points: list[dict], workers: int = 1) -> dict:
@@ -360,15 +458,17 @@ def collect(cfg: dict, points: list[dict], workers: int = 1) -> dict:
         freq = frequency_file(cfg, p["corpus"], p["tok"])
         if not os.path.exists(freq):
             raise DataError(f"{freq}: the train frequency table of {p['corpus']} x {p['tok']} does not exist")
-        jobs.append({"per_token": f["per_token"], "run_json": f["run_json"], "frequency": freq, "rare_percentile": rare})
-    runs, bins, curves, secs = [], [], [], 0.0
+        jobs.append({"per_token": f["per_token"], "run_json": f["run_json"], "norms": f["norms"],
+                     "frequency": freq, "rare_percentile": rare})
+    runs, bins, curves, norms, secs = [], [], [], [], 0.0
     for p, res in zip(points, map_runs(jobs, workers)):
         ident = identity(cfg, p)
         runs.append({**{k: v for k, v in ident.items() if k != "seed"}, "seed": ident["seed"],
-                     "n_params": res["n_params"], "final_step": res["final_step"], "run": p["run"], **res["run"]})
-        for kind, store in (("bins", bins), ("curves", curves)):
+                     "n_params": res["n_params"], "final_step": res["final_step"], "run": p["run"],
+                     "studies": studies_label(p), **res["run"]})
+        for kind, store in (("bins", bins), ("curves", curves), ("norms", norms)):
             cols = res[kind]
-            n = len(cols["split"])
+            n = len(cols["bin"])
             store.append(pd.DataFrame({**{k: [v] * n for k, v in ident.items()}, **cols}))
         secs += res["seconds"]
     runs_df = pd.DataFrame(runs)
@@ -378,14 +478,33 @@ def collect(cfg: dict, points: list[dict], workers: int = 1) -> dict:
     order = [*first, "n_params", *[c for c in identity(cfg, points[0]) if c not in first]] if points else []
     runs_df = runs_df[order + [c for c in runs_df.columns if c not in order]] if len(runs_df) else runs_df
     frame = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    out = {"runs": runs_df, "bins": frame(bins), "bin_curves": frame(curves)}
-    for name in ("bins", "bin_curves"):
+    out = {"runs": runs_df, "bins": frame(bins), "bin_curves": frame(curves), "embedding_norms": frame(norms)}
+    for df in out.values():
+        numeric_axes(df, extra_axes(cfg))
+    for name in ("bins", "bin_curves", "embedding_norms"):
         df = out[name]
         if len(df):
-            for c in ("bin", "bin_lo", "bin_hi", "step"):
-                df[c] = df[c].astype(np.int64)
+            for c in ("bin", "bin_lo", "bin_hi", "step", "n_ids"):
+                if c in df.columns:
+                    df[c] = df[c].astype(np.int64)
     out["seconds_in_runs"] = secs
     return out
+
+
+def numeric_axes(df, axes: Iterable[str]):
+    """In place: an axis column that holds numbers and nulls (None: a setting left unset, e.g.
+    embedding_decay_alpha) becomes float64 with NaN, the dtype the seed groups give it, so that the tables
+    merge on it (an object column of numbers does not merge with a float one). Returns df."""
+    import numpy as np
+
+    for a in axes:
+        if df is None or a not in df.columns or df[a].dtype != object:
+            continue
+        vals = [v for v in df[a].unique() if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        if vals and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                        for v in vals):
+            df[a] = df[a].astype(np.float64)
+    return df
 
 
 def by_seed(df, keys: list[str], metrics: list[str], list_seeds: bool = False):
@@ -412,18 +531,21 @@ def by_seed(df, keys: list[str], metrics: list[str], list_seeds: bool = False):
     return out.replace([np.inf, -np.inf], np.nan)
 
 
-def decay_effects(bins, bins_seed, others: list[str], metric: str = "loss_balanced"):
+def decay_effects(bins, bins_seed, others: list[str], metric: str = "loss_balanced", level: float = 0.05):
     """Per other axes x split x bin x decay: change of the seed-mean `metric` from the smallest decay
-    (delta, delta_rel), its paired-seed 95% half-width (over the seeds both decays have), and the bin's
-    least-squares slope of the seed-mean metric against decay."""
+    (delta, delta_rel), its paired-seed 95% half-width (over the seeds both decays have), the paired t-test of
+    those per-seed differences (t_stat, p_value; NaN below two paired seeds and at the reference decay
+    itself), p_holm (Holm-Bonferroni over the bins tested within one other axes x split x decay) and
+    `significant` (p_holm < level), and the bin's least-squares slope of the seed-mean metric against decay."""
     import numpy as np
     import pandas as pd
 
-    from .metrics import ci95_halfwidth, slope
+    from .metrics import ci95_halfwidth, holm, paired_t, slope
 
     key = [*others, "split", "bin"]
     cols = [*others, "split", "bin", "bin_lo", "bin_hi", "weight_decay_ref", "weight_decay", "loss_ref", "loss",
-            "delta", "delta_rel", "delta_ci95", "n_paired_seeds", "slope"]
+            "delta", "delta_rel", "delta_ci95", "n_paired_seeds", "t_stat", "p_value", "p_holm", "significant",
+            "slope"]
     if bins_seed is None or not len(bins_seed):
         return pd.DataFrame(columns=cols)
     m = f"{metric}_mean"
@@ -441,11 +563,25 @@ def decay_effects(bins, bins_seed, others: list[str], metric: str = "loss_balanc
     pair = runs.merge(r0, on=[*key, "seed"])
     pair["d"] = pair[metric] - pair["ref"]
     g = pair.groupby([*key, "weight_decay"], dropna=False)["d"]
-    ps = pd.DataFrame({"std": g.std(ddof=1), "n": g.count()}).reset_index()
+    ps = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
     ps["delta_ci95"] = ci95_halfwidth(ps["std"].to_numpy(), ps["n"].to_numpy())
-    out = out.merge(ps[[*key, "weight_decay", "delta_ci95", "n"]].rename(columns={"n": "n_paired_seeds"}),
-                    on=[*key, "weight_decay"], how="left")
+    ps["t_stat"], ps["p_value"] = paired_t(ps["mean"].to_numpy(), ps["std"].to_numpy(), ps["n"].to_numpy())
+    out = out.merge(ps[[*key, "weight_decay", "delta_ci95", "n", "t_stat", "p_value"]].rename(
+        columns={"n": "n_paired_seeds"}), on=[*key, "weight_decay"], how="left")
     out["n_paired_seeds"] = out["n_paired_seeds"].fillna(0).astype(np.int64)
+    at_ref = (out["weight_decay"] == out["weight_decay_ref"]).to_numpy()
+    for c in ("t_stat", "p_value"):
+        out[c] = np.where(at_ref, np.nan, out[c].to_numpy(dtype=np.float64))
+    family = out.groupby([*others, "split", "weight_decay"], dropna=False, sort=False).ngroup().to_numpy()
+    p = out["p_value"].to_numpy(dtype=np.float64)
+    p_holm = np.full(len(out), np.nan)
+    order = np.argsort(family, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, np.diff(family[order]) != 0, True])
+    for a, z in zip(bounds[:-1], bounds[1:]):
+        rows = order[a:z]
+        p_holm[rows] = holm(p[rows])
+    out["p_holm"] = p_holm
+    out["significant"] = np.nan_to_num(p_holm, nan=1.0) < level
     slopes = out.groupby(key, dropna=False)[["weight_decay", "loss"]].apply(
         lambda d: slope(d["weight_decay"], d["loss"])).rename("slope").reset_index()
     out = out.merge(slopes, on=key, how="left")
@@ -498,7 +634,11 @@ def aggregate(cfg: dict, partial: bool = False, workers: int = 1, out_dir: str |
     bin_keys = [*seed_keys, "split", "bin", "bin_lo", "bin_hi"]
     tables["bins_by_seed"] = by_seed(tables["bins"], bin_keys, list(BIN_METRICS))
     tables["bin_curves_by_seed"] = by_seed(tables["bin_curves"], [*bin_keys, "step"], list(CURVE_METRICS))
-    tables["decay_effects"] = decay_effects(tables["bins"], tables["bins_by_seed"], others)
+    tables["decay_effects"] = decay_effects(tables["bins"], tables["bins_by_seed"], others,
+                                            level=cfg["aggregate"]["significance_level"])
+    tables["embedding_norms_by_seed"] = by_seed(
+        tables["embedding_norms"], [*seed_keys, "tied_embeddings", "matrix", "bin", "bin_lo", "bin_hi", "n_ids"],
+        ["mean_norm"])
     miss = pd.DataFrame([{**identity(cfg, m), "run": m["run"], "reason": m["reason"]} for m in missing],
                         columns=[*identity(cfg, grid(cfg)[0]), "run", "reason"])
     tables["missing"] = miss
@@ -525,7 +665,7 @@ def aggregate(cfg: dict, partial: bool = False, workers: int = 1, out_dir: str |
 # figures and README
 
 
-FIGURE_TABLES = ("bins_by_seed", "bin_curves_by_seed", "runs_by_seed", "decay_effects")
+FIGURE_TABLES = ("bins_by_seed", "bin_curves_by_seed", "runs_by_seed", "decay_effects", "embedding_norms_by_seed")
 
 
 def render_figure(stem: str, cfg: dict, tables: dict, freq_files: dict[str, str], out_dir: str,
@@ -542,18 +682,21 @@ def render_figure(stem: str, cfg: dict, tables: dict, freq_files: dict[str, str]
     splits = study_splits(cfg)
     colors = plots.decay_colors(cfg["weight_decays"])  # one colour per decay of the study, in every figure
     others = other_axes(cfg)
-    bs, cs, rs, de = (tables[t] for t in FIGURE_TABLES)
-    head, _, split = stem.rpartition("_")
-    if split in splits and head == "bin_loss":
-        fig = plots.bin_loss(bs, split, colors, others)
-    elif split in splits and head == "bin_curves":
-        fig = plots.bin_curves(cs, split, colors, others)
-    elif split in splits and head == "decay_heatmap":
-        fig = plots.decay_heatmap(de, split, others)
+    base = base_values(cfg)  # panel labels name only the axes that differ from the base train settings
+    bs, cs, rs, de, ns = (tables[t] for t in FIGURE_TABLES)
+    kind, split = parse_figure_stem(stem, splits)
+    if kind == "bin_loss":
+        fig = plots.bin_loss(bs, split, colors, others, base=base)
+    elif kind == "bin_curves":
+        fig = plots.bin_curves(cs, split, colors, others, base=base)
+    elif kind == "decay_heatmap":
+        fig = plots.decay_heatmap(de, split, others, base=base)
     elif stem == "loss_vs_decay":
-        fig = plots.loss_vs_decay(rs, splits, colors, others)
+        fig = plots.loss_vs_decay(rs, splits, colors, others, base=base)
     elif stem == "learning_speed":
-        fig = plots.learning_speed(bs, splits, colors, others)
+        fig = plots.learning_speed(bs, splits, colors, others, base=base)
+    elif stem == "embedding_norms":
+        fig = plots.embedding_norms(ns, colors, others, base=base)
     elif stem == "frequency":
         freq = {k: pq.read_table(f, columns=["token_id", "count", "rank", "percentile", "special"]).to_pandas()
                 for k, f in freq_files.items()}
@@ -599,6 +742,30 @@ def write_figures(cfg: dict, tables: dict, freq_files: dict[str, str], out_dir: 
     return stems
 
 
+def _significance_section(cfg, tables, extra, runs) -> list[str]:
+    """README lines: per model (x other axes) x split x decay, how many bins' loss rose / fell significantly
+    over the reference decay."""
+    level = cfg["aggregate"]["significance_level"]
+    lines = ["\n## Which bins change significantly with weight decay\n",
+             "Per train-frequency bin, a paired two-sided Student t-test over seeds of the per-seed difference of "
+             "the bin's token-balanced loss (final step) between a decay and the reference (smallest) decay, over "
+             "the seeds both have (at least two); the p-values are Holm-Bonferroni corrected over the bins tested "
+             f"within each model (x other axes) x split x decay, and a bin counts when the corrected p < {level:g}. "
+             "With one seed nothing can be tested. Every p-value is in [decay_effects.csv](decay_effects.csv) "
+             "(t_stat, p_value, p_holm, significant).\n"]
+    counts = significance_counts(tables["decay_effects"], other_axes(cfg), study_splits(cfg))
+    if not len(counts) or not counts["n_tested"].any():
+        lines.append("No bin could be tested: no decay has two or more seeds paired with the reference decay.\n")
+        return lines
+    cols = [("model", "model"), *[(a, a) for a in extra], ("split", "split"), ("weight_decay", "decay"),
+            ("weight_decay_ref", "vs decay"), ("n_tested", "bins tested"), ("n_rose", "loss rose"),
+            ("n_fell", "loss fell")]
+    if len(runs) and (runs["corpus"].nunique() > 1 or runs["tokenizer"].nunique() > 1):
+        cols = [("corpus", "corpus"), ("tokenizer", "tokenizer"), *cols]
+    lines.append(_md_table(counts, cols, [*extra, "weight_decay_ref"]))
+    return lines
+
+
 def _fmt(v, digits=4):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -608,12 +775,45 @@ def _fmt(v, digits=4):
 
 
 def _md_table(df, cols: list[tuple[str, str]], axes=()) -> str:
-    """A Markdown table of df's columns [(column, header)]; the axes (decay, `axes`) keep their spelling."""
-    plain = {"weight_decay", "seed", "n_params", "final_step", "n_seeds", *axes}
-    cell = lambda c, v: (f"{v:g}" if isinstance(v, float) and not math.isnan(v) else _fmt(v)) if c in plain else _fmt(v)
+    """A Markdown table of df's columns [(column, header)]; the axes (decay, `axes`) keep their spelling
+    (an unset axis value prints as null)."""
+    from .plots import axis_text
+
+    plain = {"weight_decay", "seed", "n_params", "final_step", "n_seeds", "n_tested", "n_rose", "n_fell"}
+
+    def cell(c, v):
+        if c in axes:
+            return axis_text(v)
+        if c in plain:
+            return f"{v:g}" if isinstance(v, float) and not math.isnan(v) else _fmt(v)
+        return _fmt(v)
+
     head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(cell(c, r[c]) for c, _ in cols) + " |\n" for r in df.to_dict("records"))
     return head + body
+
+
+def significance_counts(effects, others: list[str], splits: Iterable[str] = ()):
+    """Per other axes x split x decay (against its reference decay) from a decay_effects table: n_tested bins
+    (with a p-value), n_rose / n_fell those whose loss rose / fell significantly after the Holm correction.
+    Rows sorted by the other axes, then the splits in the order `splits` (others after them), then decay."""
+    import pandas as pd
+
+    keys = [*others, "split", "weight_decay_ref", "weight_decay"]
+    cols = [*keys, "n_tested", "n_rose", "n_fell"]
+    if effects is None or not len(effects):
+        return pd.DataFrame(columns=cols)
+    d = effects[effects["weight_decay"] != effects["weight_decay_ref"]].copy()
+    d["n_tested"] = d["p_value"].notna()
+    d["n_rose"] = d["significant"].astype(bool) & (d["t_stat"] > 0)
+    d["n_fell"] = d["significant"].astype(bool) & (d["t_stat"] < 0)
+    order = list(dict.fromkeys([*splits, *sorted(set(d["split"]))]))
+    d["split"] = pd.Categorical(d["split"], categories=order)
+    out = d.groupby(keys, dropna=False, sort=True, observed=True)[["n_tested", "n_rose", "n_fell"]].sum().reset_index()
+    out["split"] = out["split"].astype(str)
+    for c in ("n_tested", "n_rose", "n_fell"):
+        out[c] = out[c].astype("int64")
+    return out[cols]
 
 
 def write_readme(cfg, tables, out_dir, figures, partial, n_present, n_missing) -> str:
@@ -621,7 +821,7 @@ def write_readme(cfg, tables, out_dir, figures, partial, n_present, n_missing) -
 
     runs, rs = tables["runs"], tables["runs_by_seed"]
     splits = [s for s in study_splits(cfg) if len(runs) and f"{s}_loss_avg" in runs.columns]
-    extra = list(cfg["axes"])
+    extra = extra_axes(cfg)
     lines = [f"# Summary of `{os.path.basename(os.path.normpath(cfg['results_dir']))}`\n"]
     pairs = ", ".join(sorted(set(runs["corpus"] + " / " + runs["tokenizer"]))) if len(runs) else "–"
     if partial:
@@ -652,6 +852,8 @@ def write_readme(cfg, tables, out_dir, figures, partial, n_present, n_missing) -
     if len(runs):
         cols = [("model", "model"), ("n_params", "params"), ("weight_decay", "decay"), *[(a, a) for a in extra],
                 ("seed", "seed"), ("final_step", "step")]
+        if "studies" in runs.columns and (runs["studies"] != "main").any():
+            cols.append(("studies", "studies"))
         if runs["corpus"].nunique() > 1 or runs["tokenizer"].nunique() > 1:
             cols = [("corpus", "corpus"), ("tokenizer", "tokenizer"), *cols]
         for s in splits:
@@ -675,6 +877,7 @@ def write_readme(cfg, tables, out_dir, figures, partial, n_present, n_missing) -
         lines.append(_md_table(rows, cols, extra))
     else:
         lines.append("No finished run yet.\n")
+    lines += _significance_section(cfg, tables, extra, runs)
     lines.append("\n## Figures\n")
     captions = {
         "bin_loss": "Token-balanced loss per train-frequency bin, one line per weight decay ({s})",
@@ -682,12 +885,14 @@ def write_readme(cfg, tables, out_dir, figures, partial, n_present, n_missing) -
         "decay_heatmap": "Increase of each bin's loss over the smallest weight decay ({s})",
         "loss_vs_decay": "Average and token-balanced loss against weight decay",
         "learning_speed": "Per-bin learning speed (normalised area under the loss curve) by weight decay",
+        "embedding_norms": "Mean embedding and unembedding row norm per train-frequency bin by weight decay",
         "frequency": "Train frequency distribution (Zipf) and the share of rare tokens",
     }
     png = "png" if "png" in cfg["aggregate"]["figure_formats"] else cfg["aggregate"]["figure_formats"][0]
+    all_splits = study_splits(cfg)
     for stem in figures:
-        head, _, tail = stem.rpartition("_")
-        cap = captions[head].format(s=tail) if tail in paths.SPLITS else captions[stem]
+        kind, split = parse_figure_stem(stem, all_splits)
+        cap = captions[kind].format(s=split)
         lines.append(f"### {cap}\n\n![{cap}]({FIGURE_DIR}/{stem}.{png})\n")
     lines.append("\n## Tables\n")
     for name in TABLES + (("missing",) if partial else ()):

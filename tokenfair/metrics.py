@@ -23,6 +23,13 @@ Definitions (every metric leaves the special tokens out; "seen" means count > 0 
 - over seeds: mean, sample std (ddof 1), and the half-width of the 95% Student-t interval
   t(0.975, n-1) * std / sqrt(n); with a single seed std and the interval are NaN.
 - slope = ordinary least squares slope of y on x (NaN with fewer than two distinct x).
+- paired t-test of the per-seed differences d_1..d_n (the same seed at two decays): t = mean(d) /
+  (std(d) / sqrt(n)) with n - 1 degrees of freedom, two-sided p = P(|T| >= |t|). NaN below two pairs; when
+  every difference is the same nonzero value (std below 1e-12 |mean|: rounding) t = +-inf and p = 0, when
+  every difference is 0, t = 0 and p = 1.
+- Holm-Bonferroni: the k-th smallest of m p-values (k = 1..m) becomes min(1, max over j <= k of
+  (m - j + 1) p_(j)); NaN p-values are not tests (they stay NaN and do not count in m).
+- embedding norms per bin: the mean L2 norm of the rows of the non-special ids of each train-frequency bin.
 """
 
 from __future__ import annotations
@@ -344,3 +351,65 @@ def seed_stats(values) -> tuple[float, float, float, int]:
         return math.nan, math.nan, math.nan, 0
     std = float(v.std(ddof=1)) if n > 1 else math.nan
     return float(v.mean()), std, float(ci95_halfwidth(std, n)), n
+
+
+def t_two_sided_p(t, df) -> np.ndarray:
+    """P(|T| >= |t|) for Student's t with integer df >= 1, elementwise (t may be +-inf: p = 0); NaN where t
+    or df is NaN or df < 1."""
+    t = np.asarray(t, dtype=np.float64)
+    df = np.broadcast_to(np.asarray(df, dtype=np.float64), t.shape)
+    out = np.full(t.shape, np.nan)
+    for i in np.ndindex(t.shape):
+        ti, di = t[i], df[i]
+        if np.isnan(ti) or np.isnan(di) or di < 1:
+            continue
+        out[i] = 0.0 if np.isinf(ti) else max(0.0, 1.0 - t_two_sided_cdf(abs(float(ti)), int(di)))
+    return out
+
+
+EQUAL_RTOL = 1e-12  # a std below this share of |mean| is rounding: the differences are all equal
+
+
+def paired_t(mean, std, n) -> tuple[np.ndarray, np.ndarray]:
+    """(t, two-sided p) of paired Student t-tests from the mean, sample std (ddof 1) and number n of the
+    paired differences of each test, elementwise. See the module docstring for the degenerate cases."""
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    mean, std, n = np.broadcast_arrays(mean, std, n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = mean / (std / np.sqrt(n))
+    # equal differences: their std is 0 up to the rounding of their mean (0.6 / 3 != 0.2 in floating point)
+    equal = std <= EQUAL_RTOL * np.abs(mean)
+    t = np.where(equal, np.where(mean == 0, 0.0, np.copysign(np.inf, mean)), t)
+    ok = (n >= 2) & np.isfinite(mean) & np.isfinite(std)
+    t = np.where(ok, t, np.nan)
+    p = t_two_sided_p(t, np.where(ok, n - 1, np.nan))
+    return t, p
+
+
+def holm(p) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1), in the order given; NaN stays NaN
+    and is not counted as a test."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = len(idx)
+    if not m:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def norms_by_bin(token_id, norm, groups: Groups) -> tuple[np.ndarray, np.ndarray]:
+    """(n_ids[B], mean row norm[B]) over the non-special ids of each bin of `groups` (NaN for a bin none of
+    whose ids is given). `token_id` must be unique ids inside the vocabulary of `groups`."""
+    token_id = np.asarray(token_id, dtype=np.int64)
+    norm = np.asarray(norm, dtype=np.float64)
+    slot = groups.category[token_id] // 2  # -1 (special) stays negative
+    keep = groups.category[token_id] >= 0
+    n = np.bincount(slot[keep], minlength=groups.n_bins).astype(np.int64)
+    total = np.bincount(slot[keep], weights=norm[keep], minlength=groups.n_bins)
+    return n, _div(total, n)

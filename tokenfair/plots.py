@@ -70,17 +70,54 @@ def _color(colors, decay):
     return colors.get(float(decay), "gray")
 
 
-def _panels(df, keys):
-    """[(label, sub-DataFrame)] for each combination of the panel keys, sorted."""
+def _is_null(v) -> bool:
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):  # not a scalar
+        return False
+
+
+def axis_text(v) -> str:
+    """How an axis value is printed in a label or table: null for an unset value (None / NaN), true / false,
+    numbers in %g."""
+    if _is_null(v):
+        return "null"
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):g}"
+    return str(v)
+
+
+def same_value(a, b) -> bool:
+    """Whether two axis values are the same setting: both null, equal booleans, equal numbers or equal text."""
+    if _is_null(a) or _is_null(b):
+        return _is_null(a) and _is_null(b)
+    if isinstance(a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
+        return isinstance(a, (bool, np.bool_)) and isinstance(b, (bool, np.bool_)) and bool(a) == bool(b)
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return float(a) == float(b)
+    return str(a) == str(b)
+
+
+def _panels(df, keys, base: dict | None = None):
+    """[(label, sub-DataFrame)] for each combination of the panel keys, sorted. The label names the model,
+    corpus and tokenizer, then each other key whose value differs from the model's base value, `base` being
+    {model: {axis: base train setting}} (every other key when `base` is None or lacks the model or axis)."""
     if df is None or not len(df):
         return []
     keys = [k for k in keys if k in df.columns]
+    base = base or {}
     out = []
     for vals, sub in df.groupby(keys, sort=True, dropna=False):
         vals = vals if isinstance(vals, tuple) else (vals,)
         d = dict(zip(keys, vals))
+        own = base.get(d.get("model"), {})
         label = f"{d.get('model', '')} | {d.get('corpus', '')} / {d.get('tokenizer', '')}"
-        extra = [f"{k}={v}" for k, v in d.items() if k not in ("model", "corpus", "tokenizer")]
+        extra = [f"{k}={axis_text(v)}" for k, v in d.items() if k not in ("model", "corpus", "tokenizer")
+                 and not (k in own and same_value(v, own[k]))]
         out.append((label + ("\n" + ", ".join(extra) if extra else ""), sub))
     return out
 
@@ -138,10 +175,10 @@ def _decay_axis(ax, decays):
     ax.set_xlabel("weight decay" + (" (symlog)" if ax.get_xscale() == "symlog" else ""))
 
 
-def bin_loss(bins_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced") -> Figure:
+def bin_loss(bins_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced", base=None) -> Figure:
     """Per-bin loss vs train-frequency bin, one line per weight decay, one panel per model x corpus."""
     df = bins_by_seed[(bins_by_seed["split"] == split) & (bins_by_seed["bin"] >= 0)] if len(bins_by_seed) else bins_by_seed
-    panels = _panels(df, keys)
+    panels = _panels(df, keys, base)
     if not panels:
         return _empty(f"no finished run with a {split} split")
     fig, axes = _grid(1, len(panels), sharey=True)
@@ -159,13 +196,13 @@ def bin_loss(bins_by_seed, split: str, colors: dict, keys, metric: str = "loss_b
     return fig
 
 
-def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced") -> Figure:
+def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced", base=None) -> Figure:
     """Loss over training steps, one panel per frequency bin (columns) and model x corpus (rows), one line
     per weight decay."""
     df = curves_by_seed[curves_by_seed["split"] == split] if len(curves_by_seed) else curves_by_seed
     if len(df):
         df = df[np.isfinite(df[f"{metric}_mean"].astype(float))]
-    panels = _panels(df, keys)
+    panels = _panels(df, keys, base)
     if not panels:
         return _empty(f"no finished run with a {split} split")
     bins = sorted(set(df["bin"]))
@@ -196,9 +233,9 @@ def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "lo
     return fig
 
 
-def loss_vs_decay(runs_by_seed, splits, colors: dict, keys) -> Figure:
+def loss_vs_decay(runs_by_seed, splits, colors: dict, keys, base=None) -> Figure:
     """Average loss (solid) and token-balanced loss (dashed) against weight decay; rows = splits."""
-    panels = _panels(runs_by_seed, keys)
+    panels = _panels(runs_by_seed, keys, base)
     splits = [s for s in splits if len(runs_by_seed) and f"{s}_loss_avg_mean" in runs_by_seed.columns]
     if not panels or not splits:
         return _empty()
@@ -226,11 +263,11 @@ def loss_vs_decay(runs_by_seed, splits, colors: dict, keys) -> Figure:
     return fig
 
 
-def learning_speed(bins_by_seed, splits, colors: dict, keys) -> Figure:
+def learning_speed(bins_by_seed, splits, colors: dict, keys, base=None) -> Figure:
     """Per-bin learning speed (normalised area under the loss curve: 0 instant, 1 never) vs frequency bin,
     one line per weight decay; rows = splits."""
     df = bins_by_seed[bins_by_seed["bin"] >= 0] if len(bins_by_seed) else bins_by_seed
-    panels = _panels(df, keys)
+    panels = _panels(df, keys, base)
     splits = [s for s in splits if len(df) and (df["split"] == s).any()]
     if not panels or not splits:
         return _empty()
@@ -252,12 +289,12 @@ def learning_speed(bins_by_seed, splits, colors: dict, keys) -> Figure:
     return fig
 
 
-def decay_heatmap(decay_effects, split: str, keys) -> Figure:
+def decay_heatmap(decay_effects, split: str, keys, base=None) -> Figure:
     """Bin x decay heat map of the increase of the bin's token-balanced loss over the smallest decay."""
     from matplotlib.colors import TwoSlopeNorm
 
     df = decay_effects[decay_effects["split"] == split] if len(decay_effects) else decay_effects
-    panels = _panels(df, keys)
+    panels = _panels(df, keys, base)
     if not panels:
         return _empty(f"no finished run with a {split} split")
     vmax = float(np.nanmax(np.abs(df["delta"].astype(float)))) if np.isfinite(df["delta"].astype(float)).any() else 0.0
@@ -267,6 +304,9 @@ def decay_heatmap(decay_effects, split: str, keys) -> Figure:
     im = None
     for ax, (label, sub) in zip(axes[0], panels):
         mat = sub.pivot_table(index="bin", columns="weight_decay", values="delta", dropna=False)
+        sig = (sub.assign(significant=sub["significant"].astype(float)).pivot_table(
+            index="bin", columns="weight_decay", values="significant", dropna=False).reindex_like(mat)
+               if "significant" in sub.columns else mat * np.nan)
         edges = sub.drop_duplicates("bin").set_index("bin")
         im = ax.imshow(mat.to_numpy(dtype=float), aspect="auto", origin="lower", cmap="RdBu_r", norm=norm)
         ax.set_xticks(range(mat.shape[1]), [f"{w:g}" for w in mat.columns])
@@ -274,9 +314,10 @@ def decay_heatmap(decay_effects, split: str, keys) -> Figure:
             "unseen" if b < 0 else f"[{edges.loc[b, 'bin_lo']:,}, {edges.loc[b, 'bin_hi']:,})" for b in mat.index],
             fontsize=7)
         if mat.size <= 300:
+            star = sig.to_numpy(dtype=float) > 0
             for (i, j), v in np.ndenumerate(mat.to_numpy(dtype=float)):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=6,
+                    ax.text(j, i, f"{v:+.2f}" + ("*" if star[i, j] else ""), ha="center", va="center", fontsize=6,
                             color="white" if abs(v) > 0.6 * vmax else "black")
         ref = sub["weight_decay_ref"].min()
         ax.set_xlabel("weight decay")
@@ -284,8 +325,42 @@ def decay_heatmap(decay_effects, split: str, keys) -> Figure:
             ax.set_ylabel("train count of the bin (rare at the bottom)")
         ax.set_title(f"{label}\n(vs decay {ref:g})", fontsize=9)
     fig.colorbar(im, ax=axes[0].tolist(), label="loss increase over the smallest decay (nats)")
-    fig.suptitle(f"Change of each bin's token-balanced loss with weight decay ({split}, final step, seed means)",
-                 fontsize=10)
+    fig.suptitle(f"Change of each bin's token-balanced loss with weight decay ({split}, final step, seed means)\n"
+                 "* = significant (paired t-test over seeds, Holm-corrected over the bins)", fontsize=10)
+    return fig
+
+
+def embedding_norms(norms_by_seed, colors: dict, keys, base=None) -> Figure:
+    """Mean L2 row norm of the embedding and unembedding matrices per train-frequency bin (x: the bin's lower
+    train count, log), one line per weight decay. One row of panels per combination of the keys: embedding and
+    unembedding side by side, or one panel when the two are tied (the same matrix)."""
+    df = norms_by_seed[norms_by_seed["bin"] >= 0] if len(norms_by_seed) else norms_by_seed
+    if len(df):
+        df = df[np.isfinite(df["mean_norm_mean"].astype(float))]
+    panels = _panels(df, keys, base)
+    if not panels:
+        return _empty("no finished run with embedding norms yet")
+    tied = [bool(sub["tied_embeddings"].astype(bool).all()) for _, sub in panels]
+    n_cols = 1 if all(tied) else 2
+    fig, axes = _grid(len(panels), n_cols, sharey=True)
+    for r, ((label, sub), is_tied) in enumerate(zip(panels, tied)):
+        for c, matrix in enumerate(["embedding"] if is_tied else ["embedding", "unembedding"]):
+            ax = axes[r][c]
+            for wd, d in sub[sub["matrix"] == matrix].groupby("weight_decay"):
+                d = d.sort_values("bin_lo")
+                _band(ax, d["bin_lo"], d["mean_norm_mean"], d["mean_norm_std"], _color(colors, wd))
+            ax.set_xscale("log")
+            ax.set_xlabel("train count of the bin (lower edge, log)")
+            ax.set_ylabel("mean row L2 norm")
+            what = "embedding = unembedding (tied)" if is_tied else f"{matrix} (input)" if matrix == "embedding" \
+                else "unembedding (output head)"
+            ax.set_title(f"{label}\n{what}", fontsize=9)
+            ax.grid(True, alpha=0.3)
+        if is_tied and n_cols == 2:
+            axes[r][1].set_axis_off()
+    _decay_legend(fig, colors, set(df["weight_decay"]))
+    fig.suptitle("Mean embedding row norm per train-frequency bin by weight decay (final model; band = ±1 std "
+                 "over seeds)", fontsize=10)
     return fig
 
 

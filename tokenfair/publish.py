@@ -1,0 +1,324 @@
+"""A study's summary as documentation: the headline numbers per study and a few figures, in one folder.
+
+`publish(cfg, summary_dir, out_dir)` reads the aggregate stage's tables (<results_dir>/summary/*.parquet) and
+writes `out_dir/README.md` and PNG figures into `out_dir`: the rule `publish` (rules/aggregate.smk), whose
+folder is `aggregate.publish_dir`. Numbers are seed means with a Student-t 95% half-width where a study has
+several seeds; nothing is typed in by hand, so rerunning the rule regenerates the page from the runs.
+
+Sections, by study (tokenfair.config.studies):
+- main: per model x decay, the rare-frequent gap (rare minus frequent token-balanced loss) on train,
+  validation and each out-of-domain split; average vs token-balanced loss; per-bin significance counts.
+- every other study: its variants (the axis values / tokenizers it varies) x decay, the same gaps, beside
+  the main study's runs of the same model, tokenizer and seeds (the base).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from . import paths
+
+RARE_GAP = "rare_gap"  # aggregate's per-run column: loss_rare - loss_frequent (token-balanced within each)
+
+
+def outputs(cfg: dict) -> list[str]:
+    """The files `publish` writes into aggregate.publish_dir (none when it is not set)."""
+    from .config import studies
+
+    d = cfg["aggregate"].get("publish_dir")
+    if not d:
+        return []
+    figs = ["bin_loss.png"] + (["gap_vs_decay.png"] if len(studies(cfg)) > 1 else [])
+    return [os.path.join(d, "README.md"), *(os.path.join(d, f) for f in figs)]
+
+
+# --------------------------------------------------------------------------------------------------
+# which rows of the summary tables belong to which study
+
+
+def _key_value(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "null"
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return repr(float(v))
+    return str(v)
+
+
+def row_key(row, cols) -> tuple:
+    return tuple(_key_value(row[c]) for c in cols)
+
+
+def study_members(cfg: dict, with_seed: bool) -> tuple[list[str], dict[tuple, list[str]]]:
+    """(identity columns, {identity key -> studies}) over the config's grid; the seed is part of the identity
+    for per-seed tables (runs), not for tables over seeds (runs_by_seed, decay_effects)."""
+    from .aggregate import identity
+    from .config import grid
+
+    points = grid(cfg)
+    cols = [c for c in identity(cfg, points[0]) if with_seed or c != "seed"]
+    out: dict[tuple, list[str]] = {}
+    for p in points:
+        key = row_key(identity(cfg, p), cols)
+        for s in p["studies"]:
+            if s not in out.setdefault(key, []):
+                out[key].append(s)
+    return cols, out
+
+
+def in_study(df, cfg: dict, study: str):
+    """The rows of a summary table that belong to `study` (per seed when the table has a seed column)."""
+    if df is None or not len(df):
+        return df
+    cols, members = study_members(cfg, with_seed="seed" in df.columns)
+    mask = [study in members.get(row_key(r, cols), []) for _, r in df[cols].iterrows()]
+    return df[np.asarray(mask, dtype=bool)]
+
+
+def varied(cfg: dict, study: str) -> list[str]:
+    """The columns a study varies beside weight_decay: its axes, and tokenizer when it has several."""
+    from .config import studies
+
+    spec = dict(studies(cfg))[study]
+    cols = list(spec["axes"])
+    if len(spec["tokenizers"]) > 1:
+        cols.insert(0, "tokenizer")
+    if len(spec["models"]) > 1:
+        cols.insert(0, "model")
+    return cols
+
+
+# --------------------------------------------------------------------------------------------------
+# formatting
+
+
+def fmt(mean, ci=None, digits=3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    s = f"{mean:.{digits}f}"
+    if ci is not None and not (isinstance(ci, float) and math.isnan(ci)):
+        s += f" ± {ci:.{digits}f}"
+    return s
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def metric(row, name: str) -> str:
+    ci = row.get(f"{name}_ci95") if int(row.get("n_seeds", 1)) > 1 else None
+    return fmt(row.get(f"{name}_mean"), ci)
+
+
+# --------------------------------------------------------------------------------------------------
+# figures
+
+
+def bin_loss_grid(bins_by_seed, models: list[str], splits: list[str], colors: dict):
+    """Rows: models; columns: splits. Token-balanced loss per train-frequency bin, one line per decay,
+    a band of the 95% half-width over seeds."""
+    from .plots import _band, _color, _decay_legend, _grid
+
+    fig, axes = _grid(len(models), len(splits), sharex=True)
+    for i, model in enumerate(models):
+        for j, split in enumerate(splits):
+            ax = axes[i][j]
+            sub = bins_by_seed[(bins_by_seed["model"] == model) & (bins_by_seed["split"] == split)]
+            sub = sub[sub["bin_lo"] > 0]
+            for wd, d in sub.groupby("weight_decay"):
+                d = d.sort_values("bin_lo")
+                ci = d["loss_balanced_ci95"].fillna(0.0) if "loss_balanced_ci95" in d else np.zeros(len(d))
+                _band(ax, d["bin_lo"], d["loss_balanced_mean"], ci, _color(colors, wd))
+            ax.set_xscale("log")
+            ax.set_title(f"{model}, {split}", fontsize=9)
+            ax.set_xlabel("train count of the token (bin start)")
+            ax.set_ylabel("token-balanced loss (nats)")
+            ax.grid(alpha=0.3)
+    _decay_legend(fig, colors, sorted(set(bins_by_seed["weight_decay"])))
+    return fig
+
+
+def gap_vs_decay(rows: list[tuple[str, list[float], list[float]]], split: str):
+    """One line per variant: the rare-frequent gap against weight decay (symlog x)."""
+    from matplotlib import colormaps
+
+    from .plots import _grid
+
+    fig, axes = _grid(1, 1, w=6.5, h=4.2)
+    ax = axes[0][0]
+    cmap = colormaps["tab10"]
+    for i, (label, x, y) in enumerate(rows):
+        ax.plot(x, y, marker="o", ms=3, lw=1.5, color=cmap(i % 10), label=label, ls="-" if i < 10 else "--")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("weight decay")
+    ax.set_ylabel(f"rare − frequent loss, {split} (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# the page
+
+EMBEDDING_AXES = {"decay_group", "tie_embeddings", "embedding_decay_alpha"}  # studies that get a norms table
+
+
+def norm_table(nrm, cols: list[str], name: str) -> list[str]:
+    """Markdown lines: per variant x decay x matrix, the mean row norm of the rarest and of the most frequent
+    train-count bin (seed means), from embedding_norms_by_seed."""
+    if nrm is None or not len(nrm):
+        return []
+    nrm = nrm.assign(**{c: [_key_value(v) for v in nrm[c]] for c in cols})
+    rows = []
+    for keys, d in nrm.groupby([*cols, "weight_decay", "matrix"], sort=True):
+        d = d[d["bin_lo"] > 0].sort_values("bin_lo")
+        if not len(d):
+            continue
+        rows.append([", ".join(f"{c}={k}" for c, k in zip(cols, keys)) or name, f"{keys[len(cols)]:g}", str(keys[-1]),
+                     fmt(d["mean_norm_mean"].iloc[0]), fmt(d["mean_norm_mean"].iloc[-1]),
+                     fmt(d["mean_norm_mean"].iloc[0] / d["mean_norm_mean"].iloc[-1])])
+    return ["Embedding (input) and unembedding (output head) row norms, final model, mean over the ids of the "
+            "rarest and of the most frequent train-count bin (seed means):", "",
+            md_table(["variant", "decay", "matrix", "rarest bin", "most frequent bin", "ratio"], rows), ""]
+
+
+def _read(summary_dir: str, name: str):
+    import pandas as pd
+
+    path = os.path.join(summary_dir, f"{name}.parquet")
+    return pd.read_parquet(path) if os.path.exists(path) else None
+
+
+def study_runs(cfg, runs, study: str):
+    """Per-seed runs of `study`, and its base: the main study's runs of the same models, tokenizers, decays
+    and seeds that the study does not hold itself (the axes at their base values)."""
+    from .config import studies
+
+    spec = dict(studies(cfg))[study]
+    own = in_study(runs, cfg, study)
+    main = in_study(runs, cfg, "main")
+    base = main[main["model"].isin(spec["models"]) & main["tokenizer"].isin(spec["tokenizers"])
+                & main["weight_decay"].isin(spec["weight_decays"]) & main["seed"].isin(spec["seeds"])]
+    return own, base[~base["run"].isin(own["run"])] if "run" in base else base
+
+
+def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str]:
+    """Write out_dir/README.md and its figures from the summary tables; returns the files written."""
+    from .aggregate import study_splits
+    from .config import studies
+    from .io import atomic_path
+    from .plots import decay_colors, save_figure
+
+    os.makedirs(out_dir, exist_ok=True)
+    from .aggregate import by_seed
+
+    runs = _read(summary_dir, "runs")
+    runs_seed = _read(summary_dir, "runs_by_seed")
+    bins_seed = _read(summary_dir, "bins_by_seed")
+    effects = _read(summary_dir, "decay_effects")
+    norms = _read(summary_dir, "embedding_norms_by_seed")
+    splits = study_splits(cfg)
+    written = []
+    lines = [f"# {os.path.basename(os.path.normpath(out_dir))}: the study's numbers and figures", "",
+             f"Generated from `{cfg['results_dir']}/summary/` by `{command}` (tokenfair.publish); do not edit by "
+             "hand. Losses are in nats per token, from the final step. *Gap* = rare − frequent loss: the "
+             f"token-balanced loss of the ids below the {cfg['frequency']['rare_percentile']:g}th train-count "
+             "percentile minus that of the others. With several seeds: mean ± Student-t 95% half-width.", ""]
+
+    # --- main ---------------------------------------------------------------------------------------------
+    main_runs = in_study(runs_seed, cfg, "main")
+    main_bins = in_study(bins_seed, cfg, "main")
+    models = list(dict.fromkeys(main_runs["model"]))
+    colors = decay_colors(main_runs["weight_decay"])
+    fig = bin_loss_grid(main_bins, models, [s for s in splits if s in set(main_bins["split"])], colors)
+    stem = os.path.join(out_dir, "bin_loss")
+    save_figure(fig, [stem + ".png"])
+    written.append(stem + ".png")
+    lines += ["## main: the paper's decays", "",
+              "![token-balanced loss per frequency bin](bin_loss.png)", "",
+              "Token-balanced loss per train-count bin (powers of 3), per decay, on each split.", ""]
+    gap_cols = [s for s in splits if f"{s}_{RARE_GAP}_mean" in main_runs.columns]
+    header = ["model", "decay", "seeds"] + [f"gap {s}" for s in gap_cols] + [
+        "train avg", "train balanced", "validation avg"]
+    rows = []
+    for _, r in main_runs.sort_values(["model", "weight_decay"]).iterrows():
+        rows.append([str(r["model"]), f"{r['weight_decay']:g}", str(int(r["n_seeds"]))]
+                    + [metric(r, f"{s}_{RARE_GAP}") for s in gap_cols]
+                    + [metric(r, "train_loss_avg"), metric(r, "train_loss_balanced"), metric(r, "validation_loss_avg")])
+    lines += [md_table(header, rows), ""]
+    if effects is not None and "significant" in effects.columns:
+        eff = in_study(effects, cfg, "main")
+        level = cfg["aggregate"]["significance_level"]
+        lines += [f"Bins whose token-balanced loss differs from decay {eff['weight_decay_ref'].min():g} "
+                  f"(paired t-test over seeds, Holm-corrected over the bins, level {level:g}): up / down / tested.", ""]
+        rows = []
+        for (model, split, wd), d in eff[eff["weight_decay"] != eff["weight_decay_ref"]].groupby(
+                ["model", "split", "weight_decay"], sort=True):
+            tested = d["p_holm"].notna()
+            up = int((d["significant"] & (d["delta"] > 0)).sum())
+            down = int((d["significant"] & (d["delta"] < 0)).sum())
+            rare = d[d["bin_lo"] > 0].sort_values("bin_lo").head(1)
+            rows.append([model, split, f"{wd:g}", f"{up} / {down} / {int(tested.sum())}",
+                         fmt(rare["delta"].iloc[0]) if len(rare) else "–",
+                         fmt(rare["p_holm"].iloc[0]) if len(rare) else "–"])
+        lines += [md_table(["model", "split", "decay", "significant up / down / tested", "rarest bin Δ",
+                            "rarest bin p (Holm)"], rows), ""]
+
+    if norms is not None and len(norms):
+        lines += norm_table(in_study(norms, cfg, "main"), ["model"], "main")  # label: model=<name>
+
+    # --- the other studies -----------------------------------------------------------------------------------
+    gap_lines = []
+    for name, spec in studies(cfg):
+        if name == "main":
+            continue
+        own, base = study_runs(cfg, runs, name)
+        cols = varied(cfg, name)
+        lines += [f"## {name}", "",
+                  f"{', '.join(spec['models'])}; seeds {', '.join(map(str, spec['seeds']))}; decays "
+                  f"{', '.join(f'{w:g}' for w in spec['weight_decays'])}; varies "
+                  f"{', '.join(cols) if cols else 'nothing beyond the decay'}. "
+                  "Rows marked *base* are the main study's runs of the same model, tokenizer and seeds.", ""]
+        metrics = [f"{s}_{RARE_GAP}" for s in gap_cols] + ["train_loss_avg", "train_loss_balanced"]
+        header = ["variant", "decay", "seeds"] + [f"gap {s}" for s in gap_cols] + ["train avg", "train balanced"]
+        rows = []
+        curves: dict[str, tuple[list, list]] = {}
+        for is_base, df in ((False, own), (True, base)):
+            if df is None or not len(df):
+                continue
+            keys = [*cols, "weight_decay"]
+            df = df.assign(**{c: [_key_value(v) for v in df[c]] for c in cols})  # None / NaN group as "null"
+            agg = by_seed(df, keys, metrics)
+            for _, r in agg.sort_values(keys).iterrows():
+                label = "base" if is_base else ", ".join(f"{c}={r[c]}" for c in cols) or name
+                rows.append([label, f"{r['weight_decay']:g}", str(int(r["n_seeds"]))]
+                            + [metric(r, m) for m in metrics])
+                x, y = curves.setdefault(label, ([], []))
+                x.append(float(r["weight_decay"]))
+                y.append(float(r[f"train_{RARE_GAP}_mean"]))
+        lines += [md_table(header, rows), ""]
+        for label, (x, y) in curves.items():
+            order = np.argsort(x)
+            gap_lines.append((f"{name}: {label}", list(np.asarray(x)[order]), list(np.asarray(y)[order])))
+        if norms is not None and len(norms) and set(cols) & EMBEDDING_AXES:
+            lines += norm_table(in_study(norms, cfg, name), cols, name)
+    if gap_lines:
+        fig = gap_vs_decay(gap_lines, "train")
+        stem = os.path.join(out_dir, "gap_vs_decay")
+        save_figure(fig, [stem + ".png"])
+        written.append(stem + ".png")
+        lines[lines.index("## main: the paper's decays"):lines.index("## main: the paper's decays")] = [
+            "## Every variant at a glance", "", "![rare-frequent gap against decay](gap_vs_decay.png)", "",
+            "Train rare − frequent gap against weight decay for each variant of each study, with its base "
+            "(the main study's runs of the same model, tokenizer and seeds).", ""]
+    readme = os.path.join(out_dir, "README.md")
+    with atomic_path(readme) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    written.append(readme)
+    return written
