@@ -85,6 +85,7 @@ def per_token_table(vocab: int, steps: list[int], samples: dict, rarity, wd: flo
 def generate(cfg: dict, vocab: int, n_steps: int, distinct: int) -> dict:
     """Frequency tables, `distinct` run files, hard links for the other runs, a run.json each."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tokenfair import paths
@@ -111,7 +112,7 @@ def generate(cfg: dict, vocab: int, n_steps: int, distinct: int) -> dict:
     rarity = np.log(train_counts.max() + 1) - np.log(train_counts + 1)
     steps = [100 * i for i in range(n_steps)]
     points = grid(cfg)
-    sources, sizes = [], []
+    sources, norm_sources, sizes = [], [], []
     for i, point in enumerate(points):
         f = run_files(cfg, point)
         os.makedirs(f["dir"], exist_ok=True)
@@ -119,10 +120,16 @@ def generate(cfg: dict, vocab: int, n_steps: int, distinct: int) -> dict:
             pq.write_table(per_token_table(vocab, steps, samples, rarity, point["weight_decay"], i), f["per_token"])
             sources.append(f["per_token"])
             sizes.append(os.path.getsize(f["per_token"]))
+            norm_sources.append(f["norms"])
+            shrink = 1.0 / (1.0 + point["weight_decay"] * (1.0 + rarity / rarity.max()))  # rare rows shrink more
+            pq.write_table(pa.table({"token_id": np.arange(vocab, dtype=np.int64),
+                                     "embedding_norm": rng.uniform(0.5, 1.5, vocab) * shrink,
+                                     "unembedding_norm": rng.uniform(0.5, 1.5, vocab) * shrink}), f["norms"])
         else:
             os.link(sources[i % distinct], f["per_token"])
+            os.link(norm_sources[i % distinct], f["norms"])
         with open(f["run_json"], "w") as fh:
-            json.dump({"parameters": 1_000_000, "seed": point["seed"]}, fh)
+            json.dump({"parameters": 1_000_000, "seed": point["seed"], "tied_embeddings": False}, fh)
     return {"seconds": time.perf_counter() - t0, "file_bytes": sizes, "rows_per_run": vocab * 2 * n_steps,
             "runs": len(points)}
 
