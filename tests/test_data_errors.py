@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+from pathlib import Path
 
 from conftest import minimal_config, parquet_bytes, run_snakemake, write_config
 from tokenfair import config, corpus
@@ -219,3 +220,19 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    from tokenfair.io import atomic_dir
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "old.bin").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (Path(tmp) / "half.bin").write_text("half")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and os.listdir(out) == ["old.bin"]
+    with atomic_dir(out) as tmp:
+        (Path(tmp) / "new.bin").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and os.listdir(out) == ["new.bin"]

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from . import paths
 from .errors import DataError, TokenfairError
-from .io import atomic_path, write_json, write_parquet
+from .io import atomic_dir, atomic_path, write_json, write_parquet
 from .tokenization import load_tokenizer, load_tokens, special_ids, vocab_size
 
 log = logging.getLogger(__name__)
@@ -479,17 +479,9 @@ def hf_tokenizer(tokenizer_json: str, ids: dict):
 
 def save_model(model, tokenizer, model_dir: str) -> None:
     """save_pretrained (config + safetensors) and the tokenizer into a temporary folder, then rename it."""
-    parent = os.path.dirname(model_dir) or "."
-    tmp = os.path.join(parent, f".{os.path.basename(model_dir)}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(model_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        os.replace(tmp, model_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_log_csv(rows: list[dict], path: str) -> None:
