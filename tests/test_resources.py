@@ -166,3 +166,25 @@ def test_summary_line():
     assert line == "tokenfair plan: 7 jobs (prepare 1, train 6); 6 GPUs; estimated 1.23 GPU-hours (h100)"
     assert "CPU-hours" in tfres.summary_line({"train": 1}, 0, 0.0, 0.5, tfres.Site())
     assert tfres.summary_line({"train": 1}, 1, 0.5, 0.0, tfres.Site()).startswith("tokenfair plan: 1 job (train 1); 1 GPU;")
+
+
+@pytest.mark.heavy
+def test_paper_configs_plan_with_their_job_counts(repo_root):
+    """configs/paper.yaml plans on the SLURM profile (no cluster needed for -n): 2 corpora x 4 models x 6 decays
+    x 5 seeds, with the plan line's GPU-hours; configs/paper-cpu.yaml plans its 64 runs and its docs page."""
+    import re
+    import subprocess
+    import sys
+
+    def plan(*args):
+        cmd = [sys.executable, "-m", "snakemake", "--directory", str(repo_root), "-n", "-q", "rules", *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stdout + res.stderr
+
+    out = plan("--configfile", "configs/paper.yaml", "--profile", "slurm")
+    assert re.search(r"^train\s+240$", out, re.M), out
+    line = re.search(r"tokenfair plan: (\d+) jobs \(.*train 240.*\); 240 GPUs; estimated ([\d.]+) GPU-hours \(h100\)", out)
+    assert line and float(line.group(2)) > 50, out
+    out = plan("--configfile", "configs/paper-cpu.yaml")
+    assert re.search(r"^train\s+64$", out, re.M) and re.search(r"^publish\s+1$", out, re.M), out
