@@ -144,22 +144,36 @@ def bin_loss_grid(bins_by_seed, models: list[str], splits: list[str], colors: di
     return fig
 
 
-def gap_vs_decay(rows: list[tuple[str, list[float], list[float]]], split: str):
-    """One line per variant: the rare-frequent gap against weight decay (symlog x)."""
+def gap_vs_decay(panels: dict[str, list[tuple[str, list[float], list[float]]]], split: str):
+    """One panel per study: the rare-frequent gap against weight decay (symlog x), one line per variant, the
+    base (the main study's runs of the same model, tokenizer and seeds) in black, dashed."""
     from matplotlib import colormaps
 
     from .plots import _grid
 
-    fig, axes = _grid(1, 1, w=6.5, h=4.2)
-    ax = axes[0][0]
+    n = len(panels)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = _grid(rows, cols, w=3.8, h=3.0, sharey=True)
     cmap = colormaps["tab10"]
-    for i, (label, x, y) in enumerate(rows):
-        ax.plot(x, y, marker="o", ms=3, lw=1.5, color=cmap(i % 10), label=label, ls="-" if i < 10 else "--")
-    ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xlabel("weight decay")
-    ax.set_ylabel(f"rare − frequent loss, {split} (nats)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    for k, (study, lines) in enumerate(panels.items()):
+        ax = axes[k // cols][k % cols]
+        i = 0
+        for label, x, y in lines:
+            if label == "base":
+                ax.plot(x, y, color="black", ls="--", marker="o", ms=3, lw=1.2, label="base")
+            else:
+                ax.plot(x, y, color=cmap(i % 10), marker="o", ms=3, lw=1.5, label=label)
+                i += 1
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_title(study, fontsize=9)
+        ax.set_xlabel("weight decay")
+        if k % cols == 0:
+            ax.set_ylabel(f"rare − frequent loss, {split}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    for k in range(n, rows * cols):
+        axes[k // cols][k % cols].set_axis_off()
     return fig
 
 
@@ -274,7 +288,7 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
         lines += norm_table(in_study(norms, cfg, "main"), ["model"], "main")  # label: model=<name>
 
     # --- the other studies -----------------------------------------------------------------------------------
-    gap_lines = []
+    gap_panels: dict[str, list] = {}
     for name, spec in studies(cfg):
         if name == "main":
             continue
@@ -285,8 +299,12 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
                   f"{', '.join(f'{w:g}' for w in spec['weight_decays'])}; varies "
                   f"{', '.join(cols) if cols else 'nothing beyond the decay'}. "
                   "Rows marked *base* are the main study's runs of the same model, tokenizer and seeds.", ""]
-        metrics = [f"{s}_{RARE_GAP}" for s in gap_cols] + ["train_loss_avg", "train_loss_balanced"]
-        header = ["variant", "decay", "seeds"] + [f"gap {s}" for s in gap_cols] + ["train avg", "train balanced"]
+        metrics = [f"{s}_{RARE_GAP}" for s in gap_cols] + ["train_loss_rare", "train_loss_frequent", "train_loss_avg",
+                                                           "train_loss_balanced", "validation_loss_avg"]
+        metrics = [m for m in metrics if f"{m}" in own.columns]
+        names = {"train_loss_rare": "train rare", "train_loss_frequent": "train frequent", "train_loss_avg": "train avg",
+                 "train_loss_balanced": "train balanced", "validation_loss_avg": "validation avg"}
+        header = ["variant", "decay", "seeds"] + [names.get(m, "gap " + m[: -len(RARE_GAP) - 1]) for m in metrics]
         rows = []
         curves: dict[str, tuple[list, list]] = {}
         for is_base, df in ((False, own), (True, base)):
@@ -305,18 +323,18 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
         lines += [md_table(header, rows), ""]
         for label, (x, y) in curves.items():
             order = np.argsort(x)
-            gap_lines.append((f"{name}: {label}", list(np.asarray(x)[order]), list(np.asarray(y)[order])))
+            gap_panels.setdefault(name, []).append((label, list(np.asarray(x)[order]), list(np.asarray(y)[order])))
         if norms is not None and len(norms) and set(cols) & EMBEDDING_AXES:
             lines += norm_table(in_study(norms, cfg, name), cols, name)
-    if gap_lines:
-        fig = gap_vs_decay(gap_lines, "train")
+    if gap_panels:
+        fig = gap_vs_decay(gap_panels, "train")
         stem = os.path.join(out_dir, "gap_vs_decay")
         save_figure(fig, [stem + ".png"])
         written.append(stem + ".png")
         lines[lines.index("## main: the paper's decays"):lines.index("## main: the paper's decays")] = [
             "## Every variant at a glance", "", "![rare-frequent gap against decay](gap_vs_decay.png)", "",
-            "Train rare − frequent gap against weight decay for each variant of each study, with its base "
-            "(the main study's runs of the same model, tokenizer and seeds).", ""]
+            "Train rare − frequent gap against weight decay, one panel per study: each variant, and its base "
+            "(black, dashed: the main study's runs of the same model, tokenizer and seeds).", ""]
     readme = os.path.join(out_dir, "README.md")
     with atomic_path(readme) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
