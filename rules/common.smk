@@ -241,5 +241,5 @@ def agg_runtime(wildcards, attempt):
 from tokenfair import publish as tfpublish
 
 PUBLISHED = tfpublish.outputs(CFG)
-PUBLISH_COMMAND = "snakemake " + "".join(
-    f"--configfile {os.path.relpath(f, workflow.basedir)} " for f in workflow.overwrite_configfiles) + "publish"
+PUBLISH_COMMAND = "snakemake publish" + "".join(  # the target first: --configfile takes several values
+    f" --configfile {os.path.relpath(f, workflow.basedir)}" for f in workflow.overwrite_configfiles)
