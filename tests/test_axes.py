@@ -172,6 +172,23 @@ def test_alpha_decays_each_row_by_its_frequency(tmp_path_factory, data, frequenc
     assert norms["embedding_norm"].to_numpy()[top].mean() < plain["embedding_norm"].to_numpy()[top].mean()
 
 
+def test_alpha_on_the_unembedding_only_leaves_the_input_embedding_plainly_decayed(tmp_path_factory, data, frequency):
+    """embedding_decay_rows unembedding: only the output head is scaled per row; the input embedding's rows of
+    never-seen ids shrink exactly as under plain decay, the head's rows differ from plain decay."""
+    freq_path, counts = frequency
+    wd = 2.0
+    info, norms, _ = train(tmp_path_factory, data, freq_path, weight_decay=wd, embedding_decay_alpha=1.0,
+                           embedding_decay_rows="unembedding")
+    _, plain, _ = train(tmp_path_factory, data, weight_decay=wd)
+    _, both, _ = train(tmp_path_factory, data, freq_path, weight_decay=wd, embedding_decay_alpha=1.0)
+    assert info["row_decay_parameters"] == ["lm_head.weight"]
+    unseen = np.flatnonzero(counts[: info["vocab_size"]] == 0)
+    np.testing.assert_allclose(norms["embedding_norm"].to_numpy()[unseen], plain["embedding_norm"].to_numpy()[unseen],
+                               rtol=1e-5)
+    assert not np.allclose(norms["embedding_norm"].to_numpy()[unseen], both["embedding_norm"].to_numpy()[unseen])
+    assert not np.allclose(norms["unembedding_norm"], plain["unembedding_norm"])
+
+
 def test_alpha_too_strong_for_the_most_frequent_row_fails_before_training(tmp_path, data, frequency):
     settings = settings_for(weight_decay=100.0, embedding_decay_alpha=1.0, **STEPS)
     with pytest.raises(DataError, match="embedding_decay_alpha 1.0 gives the most frequent id's row a decay"):

@@ -194,9 +194,12 @@ def decay_groups(model: torch.nn.Module, mode: str) -> tuple[list[str], list[str
     return decay, no_decay
 
 
-def embedding_parameter_names(model: torch.nn.Module) -> list[str]:
-    """Names of the input embedding and output head weights (one name when they are tied)."""
-    ids = {id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+def embedding_parameter_names(model: torch.nn.Module, which: str = "both") -> list[str]:
+    """Names of the input embedding and output head weights (one name when they are tied); `which`
+    "unembedding": the output head's only (train.embedding_decay_rows)."""
+    mods = (model.get_output_embeddings(),) if which == "unembedding" else (
+        model.get_input_embeddings(), model.get_output_embeddings())
+    ids = {id(m.weight) for m in mods if m is not None}
     return [n for n, p in model.named_parameters() if id(p) in ids]
 
 
@@ -219,7 +222,9 @@ def make_optimizer(model: torch.nn.Module, train: dict, device: torch.device, ro
     AdamW applies its own: right before the update."""
     decay, no_decay = decay_groups(model, train["decay_group"])
     named = dict(model.named_parameters())
-    row = [n for n in embedding_parameter_names(model) if n in decay] if row_scales is not None else []
+    row = []
+    if row_scales is not None:
+        row = [n for n in embedding_parameter_names(model, train.get("embedding_decay_rows", "both")) if n in decay]
     wd = float(train["weight_decay"])
     groups = [
         {"params": [named[n] for n in decay if n not in row], "weight_decay": wd},
