@@ -37,6 +37,7 @@ import time
 from typing import Any, Iterable
 
 from . import paths
+from .config import base_value, extra_axes
 from .errors import DataError
 
 log = logging.getLogger("tokenfair.aggregate")
@@ -409,25 +410,7 @@ def identity(cfg: dict, point: dict) -> dict:
     from .config import axis_names
 
     return {"corpus": point["corpus"], "tokenizer": point["tok"],
-            **{a: _axis_value(point[a] if a in point else _base_value(cfg, point["model"], a)) for a in axis_names(cfg)}}
-
-
-def _base_value(cfg: dict, model: str, axis: str):
-    """The train setting `axis` of `model` where no axis sets it: tokenfair.config.base_value (the model's own
-    train: override, else train:), or train: alone for a config module without it."""
-    from . import config
-
-    if hasattr(config, "base_value"):
-        return config.base_value(cfg, model, axis)
-    return cfg["train"].get(axis)
-
-
-def extra_axes(cfg: dict) -> list[str]:
-    """The grid axes besides model, weight decay and seed: those of every study of the config, in
-    tokenfair.config.axis_names order."""
-    from .config import axis_names
-
-    return [a for a in axis_names(cfg) if a not in ("model", "weight_decay", "seed")]
+            **{a: _axis_value(point[a] if a in point else base_value(cfg, point["model"], a)) for a in axis_names(cfg)}}
 
 
 def other_axes(cfg: dict) -> list[str]:
@@ -438,7 +421,7 @@ def other_axes(cfg: dict) -> list[str]:
 def base_values(cfg: dict) -> dict:
     """{model: {extra axis: its base value}}: the value a study that does not vary the axis trains with (the
     model's own train: override, else train:). Figure labels name only the axes that differ from it."""
-    return {m: {a: _axis_value(_base_value(cfg, m, a)) for a in extra_axes(cfg)} for m in cfg["models"]}
+    return {m: {a: _axis_value(base_value(cfg, m, a)) for a in extra_axes(cfg)} for m in cfg["models"]}
 
 
 def studies_label(point: dict) -> str:

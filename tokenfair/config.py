@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import yaml
 
 from .errors import ConfigError
-from .paths import SPECIAL_TOKENS, format_value, parse_run_subpath, run_subpath
+from .paths import SPECIAL_TOKENS, format_value, parse_run_subpath, run_subpath, same_value
 
 N_BYTES = 256
 FIXED_AXES = ("model", "weight_decay")  # then config["axes"] in order, then "seed"
@@ -430,12 +430,6 @@ def base_value(cfg: dict, model: str, axis: str):
     return own[axis] if axis in own else cfg["train"][axis]
 
 
-def _same(a, b) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
-        return a is b
-    return a == b
-
-
 def _study_points(cfg: dict, name: str) -> list[dict]:
     import itertools
 
@@ -454,7 +448,7 @@ def _study_points(cfg: dict, name: str) -> list[dict]:
                     point[a] = v[a] if a in v else base_value(cfg, model, a)
                 point["seed"] = v["seed"]
                 shown = {k: x for k, x in point.items()
-                         if k in FIXED_AXES or k == "seed" or not _same(x, base_value(cfg, model, k))}
+                         if k in FIXED_AXES or k == "seed" or not same_value(x, base_value(cfg, model, k))}
                 points.append({"corpus": corpus, "tok": tok, "run": run_subpath(shown), **point})
     return points
 

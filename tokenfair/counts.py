@@ -188,6 +188,15 @@ def read_frequency(path: str):
         raise DataError(f"{path}: cannot read the frequency table ({exc})") from None
 
 
+def dense_counts(path: str) -> np.ndarray:
+    """The counts of a frequency table as a dense array indexed by token_id."""
+    t = read_frequency(path)
+    ids = t.column("token_id").to_numpy()
+    out = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=np.int64)
+    out[ids] = t.column("count").to_numpy()
+    return out
+
+
 def zipf(frequency_paths: dict[str, str], out_paths: list[str], title: str = "") -> None:
     """The Zipf figure of one corpus x tokenizer (one line per split), saved to each of out_paths."""
     from .plots import save_figure, zipf_figure

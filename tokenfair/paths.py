@@ -68,6 +68,32 @@ def format_value(value) -> str:
     return str(value)
 
 
+def is_null(value) -> bool:
+    """An unset grid value: None, or NaN / NA as a table gives it back."""
+    if value is None:
+        return True
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # not a scalar
+        return False
+
+
+def same_value(a, b) -> bool:
+    """Whether two grid values are the same setting: both null, equal booleans, equal numbers or equal text
+    (1, 1.0 and numpy numbers alike; a boolean never equals a number)."""
+    import numpy as np
+
+    if is_null(a) or is_null(b):
+        return is_null(a) and is_null(b)
+    if isinstance(a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
+        return isinstance(a, (bool, np.bool_)) and isinstance(b, (bool, np.bool_)) and bool(a) == bool(b)
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return float(a) == float(b)
+    return str(a) == str(b)
+
+
 def run_subpath(axes: dict) -> str:
     """`axis~value/axis~value/...` for an ordered mapping of grid axes (Snakemake Paramspace style)."""
     return "/".join(f"{k}~{format_value(v)}" for k, v in axes.items())

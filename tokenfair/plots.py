@@ -11,6 +11,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
+from . import paths
 from .io import atomic_path
 
 SPLIT_STYLE = {"train": "-", "validation": "--", "test": ":"}
@@ -70,36 +71,16 @@ def _color(colors, decay):
     return colors.get(float(decay), "gray")
 
 
-def _is_null(v) -> bool:
-    import pandas as pd
-
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):  # not a scalar
-        return False
-
-
 def axis_text(v) -> str:
     """How an axis value is printed in a label or table: null for an unset value (None / NaN), true / false,
     numbers in %g."""
-    if _is_null(v):
+    if paths.is_null(v):
         return "null"
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
     if isinstance(v, (float, np.floating)):
         return f"{float(v):g}"
     return str(v)
-
-
-def same_value(a, b) -> bool:
-    """Whether two axis values are the same setting: both null, equal booleans, equal numbers or equal text."""
-    if _is_null(a) or _is_null(b):
-        return _is_null(a) and _is_null(b)
-    if isinstance(a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
-        return isinstance(a, (bool, np.bool_)) and isinstance(b, (bool, np.bool_)) and bool(a) == bool(b)
-    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
-        return float(a) == float(b)
-    return str(a) == str(b)
 
 
 def _panels(df, keys, base: dict | None = None):
@@ -117,7 +98,7 @@ def _panels(df, keys, base: dict | None = None):
         own = base.get(d.get("model"), {})
         label = f"{d.get('model', '')} | {d.get('corpus', '')} / {d.get('tokenizer', '')}"
         extra = [f"{k}={axis_text(v)}" for k, v in d.items() if k not in ("model", "corpus", "tokenizer")
-                 and not (k in own and same_value(v, own[k]))]
+                 and not (k in own and paths.same_value(v, own[k]))]
         out.append((label + ("\n" + ", ".join(extra) if extra else ""), sub))
     return out
 
@@ -154,6 +135,15 @@ def _band(ax, x, mean, std, color, **kw):
         ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=color, alpha=0.2, lw=0)
 
 
+def _decay_bands(ax, df, x: str, metric: str, colors, spread: str = "std"):
+    """One line per weight decay of `df`: the seed mean of `metric` against column `x` (sorted), with a band of
+    +-<metric>_<spread> (std, or ci95); a missing spread draws no band."""
+    for wd, d in df.groupby("weight_decay"):
+        d = d.sort_values(x)
+        width = d[f"{metric}_{spread}"] if f"{metric}_{spread}" in d else np.full(len(d), np.nan)
+        _band(ax, d[x], d[f"{metric}_mean"], width, _color(colors, wd))
+
+
 def _decay_legend(fig, colors, decays_present):
     from matplotlib.lines import Line2D
 
@@ -183,9 +173,7 @@ def bin_loss(bins_by_seed, split: str, colors: dict, keys, metric: str = "loss_b
         return _empty(f"no finished run with a {split} split")
     fig, axes = _grid(1, len(panels), sharey=True)
     for ax, (label, sub) in zip(axes[0], panels):
-        for wd, d in sub.groupby("weight_decay"):
-            d = d.sort_values("bin_lo")
-            _band(ax, d["bin_lo"], d[f"{metric}_mean"], d[f"{metric}_std"], _color(colors, wd))
+        _decay_bands(ax, sub, "bin_lo", metric, colors)
         ax.set_xscale("log")
         ax.set_xlabel("train count of the bin (lower edge, log)")
         ax.set_title(label, fontsize=9)
@@ -213,9 +201,7 @@ def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "lo
     for r, (label, sub) in enumerate(panels):
         for c, b in enumerate(bins):
             ax = axes[r][c]
-            for wd, d in sub[sub["bin"] == b].groupby("weight_decay"):
-                d = d.sort_values("step")
-                _band(ax, d["step"], d[f"{metric}_mean"], d[f"{metric}_std"], _color(colors, wd))
+            _decay_bands(ax, sub[sub["bin"] == b], "step", metric, colors)
             if r == 0:
                 lo, hi = edges.loc[b]
                 ax.set_title(UNSEEN_LABEL if b < 0 else f"train count [{lo:,}, {hi:,})", fontsize=8)
@@ -275,9 +261,7 @@ def learning_speed(bins_by_seed, splits, colors: dict, keys, base=None) -> Figur
     for r, s in enumerate(splits):
         for c, (label, sub) in enumerate(panels):
             ax = axes[r][c]
-            for wd, d in sub[sub["split"] == s].groupby("weight_decay"):
-                d = d.sort_values("bin_lo")
-                _band(ax, d["bin_lo"], d["learning_speed_mean"], d["learning_speed_std"], _color(colors, wd))
+            _decay_bands(ax, sub[sub["split"] == s], "bin_lo", "learning_speed", colors)
             ax.set_xscale("log")
             ax.set_xlabel("train count of the bin (lower edge, log)")
             ax.set_ylabel(f"{s}: normalised area under loss curve")
@@ -346,9 +330,7 @@ def embedding_norms(norms_by_seed, colors: dict, keys, base=None) -> Figure:
     for r, ((label, sub), is_tied) in enumerate(zip(panels, tied)):
         for c, matrix in enumerate(["embedding"] if is_tied else ["embedding", "unembedding"]):
             ax = axes[r][c]
-            for wd, d in sub[sub["matrix"] == matrix].groupby("weight_decay"):
-                d = d.sort_values("bin_lo")
-                _band(ax, d["bin_lo"], d["mean_norm_mean"], d["mean_norm_std"], _color(colors, wd))
+            _decay_bands(ax, sub[sub["matrix"] == matrix], "bin_lo", "mean_norm", colors)
             ax.set_xscale("log")
             ax.set_xlabel("train count of the bin (lower edge, log)")
             ax.set_ylabel("mean row L2 norm")
@@ -401,4 +383,58 @@ def frequency_distribution(freq_tables: dict, rare_percentile: float) -> Figure:
     ax2.set_ylim(0, 105)
     ax2.set_title(f"Rare tokens (train percentile < {rare_percentile:g})")
     ax2.legend(fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# a study's docs page (tokenfair.publish)
+
+
+def bin_loss_grid(bins_by_seed, models: list[str], splits: list[str], colors: dict) -> Figure:
+    """Rows: models; columns: splits. Token-balanced loss per train-frequency bin, one line per decay,
+    a band of the 95% half-width over seeds."""
+    fig, axes = _grid(len(models), len(splits), sharex=True)
+    for i, model in enumerate(models):
+        for j, split in enumerate(splits):
+            ax = axes[i][j]
+            sub = bins_by_seed[(bins_by_seed["model"] == model) & (bins_by_seed["split"] == split)]
+            sub = sub[sub["bin_lo"] > 0]
+            _decay_bands(ax, sub, "bin_lo", "loss_balanced", colors, spread="ci95")
+            ax.set_xscale("log")
+            ax.set_title(f"{model}, {split}", fontsize=9)
+            ax.set_xlabel("train count of the token (bin start)")
+            ax.set_ylabel("token-balanced loss (nats)")
+            ax.grid(alpha=0.3)
+    _decay_legend(fig, colors, sorted(set(bins_by_seed["weight_decay"])))
+    return fig
+
+
+def gap_vs_decay(panels: dict[str, list[tuple[str, list[float], list[float]]]], split: str) -> Figure:
+    """One panel per study: the rare-frequent gap against weight decay (symlog x), one line per variant, the
+    base (the main study's runs of the same model, tokenizer and seeds) in black, dashed."""
+    from matplotlib import colormaps
+
+    n = len(panels)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = _grid(rows, cols, w=3.8, h=3.0, sharey=True)
+    cmap = colormaps["tab10"]
+    for k, (study, lines) in enumerate(panels.items()):
+        ax = axes[k // cols][k % cols]
+        i = 0
+        for label, x, y in lines:
+            if label == "base":
+                ax.plot(x, y, color="black", ls="--", marker="o", ms=3, lw=1.2, label="base")
+            else:
+                ax.plot(x, y, color=cmap(i % 10), marker="o", ms=3, lw=1.5, label=label)
+                i += 1
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_title(study, fontsize=9)
+        ax.set_xlabel("weight decay")
+        if k % cols == 0:
+            ax.set_ylabel(f"rare − frequent loss, {split}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    for k in range(n, rows * cols):
+        axes[k // cols][k % cols].set_axis_off()
     return fig

@@ -40,13 +40,14 @@ def outputs(cfg: dict) -> list[str]:
 
 
 def _key_value(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    """An identity value as text, the same for a grid point and a table row (None / NaN -> null, 1 -> 1.0)."""
+    if paths.is_null(v):
         return "null"
-    if isinstance(v, (bool, np.bool_)):
-        return "true" if v else "false"
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-        return repr(float(v))
-    return str(v)
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    return paths.format_value(v)
 
 
 def row_key(row, cols) -> tuple:
@@ -70,11 +71,17 @@ def study_members(cfg: dict, with_seed: bool) -> tuple[list[str], dict[tuple, li
     return cols, out
 
 
-def in_study(df, cfg: dict, study: str):
-    """The rows of a summary table that belong to `study` (per seed when the table has a seed column)."""
+def memberships(cfg: dict) -> dict[bool, tuple[list[str], dict[tuple, list[str]]]]:
+    """study_members without (False) and with (True) the seed, computed once for a page."""
+    return {with_seed: study_members(cfg, with_seed) for with_seed in (False, True)}
+
+
+def in_study(df, members: dict, study: str):
+    """The rows of a summary table that belong to `study` (per seed when the table has a seed column);
+    `members` from memberships(cfg)."""
     if df is None or not len(df):
         return df
-    cols, members = study_members(cfg, with_seed="seed" in df.columns)
+    cols, members = members["seed" in df.columns]
     mask = [study in members.get(row_key(r, cols), []) for _, r in df[cols].iterrows()]
     return df[np.asarray(mask, dtype=bool)]
 
@@ -117,67 +124,6 @@ def metric(row, name: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# figures
-
-
-def bin_loss_grid(bins_by_seed, models: list[str], splits: list[str], colors: dict):
-    """Rows: models; columns: splits. Token-balanced loss per train-frequency bin, one line per decay,
-    a band of the 95% half-width over seeds."""
-    from .plots import _band, _color, _decay_legend, _grid
-
-    fig, axes = _grid(len(models), len(splits), sharex=True)
-    for i, model in enumerate(models):
-        for j, split in enumerate(splits):
-            ax = axes[i][j]
-            sub = bins_by_seed[(bins_by_seed["model"] == model) & (bins_by_seed["split"] == split)]
-            sub = sub[sub["bin_lo"] > 0]
-            for wd, d in sub.groupby("weight_decay"):
-                d = d.sort_values("bin_lo")
-                ci = d["loss_balanced_ci95"].fillna(0.0) if "loss_balanced_ci95" in d else np.zeros(len(d))
-                _band(ax, d["bin_lo"], d["loss_balanced_mean"], ci, _color(colors, wd))
-            ax.set_xscale("log")
-            ax.set_title(f"{model}, {split}", fontsize=9)
-            ax.set_xlabel("train count of the token (bin start)")
-            ax.set_ylabel("token-balanced loss (nats)")
-            ax.grid(alpha=0.3)
-    _decay_legend(fig, colors, sorted(set(bins_by_seed["weight_decay"])))
-    return fig
-
-
-def gap_vs_decay(panels: dict[str, list[tuple[str, list[float], list[float]]]], split: str):
-    """One panel per study: the rare-frequent gap against weight decay (symlog x), one line per variant, the
-    base (the main study's runs of the same model, tokenizer and seeds) in black, dashed."""
-    from matplotlib import colormaps
-
-    from .plots import _grid
-
-    n = len(panels)
-    cols = min(4, n)
-    rows = -(-n // cols)
-    fig, axes = _grid(rows, cols, w=3.8, h=3.0, sharey=True)
-    cmap = colormaps["tab10"]
-    for k, (study, lines) in enumerate(panels.items()):
-        ax = axes[k // cols][k % cols]
-        i = 0
-        for label, x, y in lines:
-            if label == "base":
-                ax.plot(x, y, color="black", ls="--", marker="o", ms=3, lw=1.2, label="base")
-            else:
-                ax.plot(x, y, color=cmap(i % 10), marker="o", ms=3, lw=1.5, label=label)
-                i += 1
-        ax.set_xscale("symlog", linthresh=0.01)
-        ax.set_title(study, fontsize=9)
-        ax.set_xlabel("weight decay")
-        if k % cols == 0:
-            ax.set_ylabel(f"rare − frequent loss, {split}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="best")
-    for k in range(n, rows * cols):
-        axes[k // cols][k % cols].set_axis_off()
-    return fig
-
-
-# --------------------------------------------------------------------------------------------------
 # the page
 
 EMBEDDING_AXES = {"decay_group", "tie_embeddings", "embedding_decay_alpha"}  # studies that get a norms table
@@ -209,14 +155,14 @@ def _read(summary_dir: str, name: str):
     return pd.read_parquet(path) if os.path.exists(path) else None
 
 
-def study_runs(cfg, runs, study: str):
+def study_runs(cfg, members: dict, runs, study: str):
     """Per-seed runs of `study`, and its base: the main study's runs of the same models, tokenizers, decays
     and seeds that the study does not hold itself (the axes at their base values)."""
     from .config import studies
 
     spec = dict(studies(cfg))[study]
-    own = in_study(runs, cfg, study)
-    main = in_study(runs, cfg, "main")
+    own = in_study(runs, members, study)
+    main = in_study(runs, members, "main")
     base = main[main["model"].isin(spec["models"]) & main["tokenizer"].isin(spec["tokenizers"])
                 & main["weight_decay"].isin(spec["weight_decays"]) & main["seed"].isin(spec["seeds"])]
     return own, base[~base["run"].isin(own["run"])] if "run" in base else base
@@ -227,11 +173,13 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
     from .aggregate import study_splits
     from .config import studies
     from .io import atomic_path
+    from . import plots
     from .plots import decay_colors, save_figure
 
     os.makedirs(out_dir, exist_ok=True)
     from .aggregate import by_seed
 
+    members = memberships(cfg)
     runs = _read(summary_dir, "runs")
     runs_seed = _read(summary_dir, "runs_by_seed")
     bins_seed = _read(summary_dir, "bins_by_seed")
@@ -246,11 +194,11 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
              "percentile minus that of the others. With several seeds: mean ± Student-t 95% half-width.", ""]
 
     # --- main ---------------------------------------------------------------------------------------------
-    main_runs = in_study(runs_seed, cfg, "main")
-    main_bins = in_study(bins_seed, cfg, "main")
+    main_runs = in_study(runs_seed, members, "main")
+    main_bins = in_study(bins_seed, members, "main")
     models = list(dict.fromkeys(main_runs["model"]))
     colors = decay_colors(main_runs["weight_decay"])
-    fig = bin_loss_grid(main_bins, models, [s for s in splits if s in set(main_bins["split"])], colors)
+    fig = plots.bin_loss_grid(main_bins, models, [s for s in splits if s in set(main_bins["split"])], colors)
     stem = os.path.join(out_dir, "bin_loss")
     save_figure(fig, [stem + ".png"])
     written.append(stem + ".png")
@@ -267,7 +215,7 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
                     + [metric(r, "train_loss_avg"), metric(r, "train_loss_balanced"), metric(r, "validation_loss_avg")])
     lines += [md_table(header, rows), ""]
     if effects is not None and "significant" in effects.columns:
-        eff = in_study(effects, cfg, "main")
+        eff = in_study(effects, members, "main")
         level = cfg["aggregate"]["significance_level"]
         lines += [f"Bins whose token-balanced loss differs from decay {eff['weight_decay_ref'].min():g} "
                   f"(paired t-test over seeds, Holm-corrected over the bins, level {level:g}): up / down / tested.", ""]
@@ -285,14 +233,14 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
                             "rarest bin p (Holm)"], rows), ""]
 
     if norms is not None and len(norms):
-        lines += norm_table(in_study(norms, cfg, "main"), ["model"], "main")  # label: model=<name>
+        lines += norm_table(in_study(norms, members, "main"), ["model"], "main")  # label: model=<name>
 
     # --- the other studies -----------------------------------------------------------------------------------
     gap_panels: dict[str, list] = {}
     for name, spec in studies(cfg):
         if name == "main":
             continue
-        own, base = study_runs(cfg, runs, name)
+        own, base = study_runs(cfg, members, runs, name)
         cols = varied(cfg, name)
         lines += [f"## {name}", "",
                   f"{', '.join(spec['models'])}; seeds {', '.join(map(str, spec['seeds']))}; decays "
@@ -325,9 +273,9 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
             order = np.argsort(x)
             gap_panels.setdefault(name, []).append((label, list(np.asarray(x)[order]), list(np.asarray(y)[order])))
         if norms is not None and len(norms) and set(cols) & EMBEDDING_AXES:
-            lines += norm_table(in_study(norms, cfg, name), cols, name)
+            lines += norm_table(in_study(norms, members, name), cols, name)
     if gap_panels:
-        fig = gap_vs_decay(gap_panels, "train")
+        fig = plots.gap_vs_decay(gap_panels, "train")
         stem = os.path.join(out_dir, "gap_vs_decay")
         save_figure(fig, [stem + ".png"])
         written.append(stem + ".png")

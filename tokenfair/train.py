@@ -172,28 +172,6 @@ def autocast_for(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def decay_groups(model: torch.nn.Module, mode: str) -> tuple[list[str], list[str]]:
-    """(names of the parameters AdamW decays, names of those it does not) for `train.decay_group`:
-    `all`; `matrices` (every >= 2-D parameter, embeddings and head included; norms and biases not);
-    `matrices_no_embeddings` (matrices but not the input embedding nor the output head)."""
-    embedding_ids = set()
-    for m in (model.get_input_embeddings(), model.get_output_embeddings()):
-        if m is not None:
-            embedding_ids.add(id(m.weight))
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if mode == "all":
-            yes = True
-        elif mode == "matrices":
-            yes = p.ndim >= 2
-        elif mode == "matrices_no_embeddings":
-            yes = p.ndim >= 2 and id(p) not in embedding_ids
-        else:
-            raise ValueError(f"unknown train.decay_group {mode!r}")
-        (decay if yes else no_decay).append(name)
-    return decay, no_decay
-
-
 def embedding_parameter_names(model: torch.nn.Module, which: str = "both") -> list[str]:
     """Names of the input embedding and output head weights (one name when they are tied); `which`
     "unembedding": the output head's only (train.embedding_decay_rows)."""
@@ -201,6 +179,25 @@ def embedding_parameter_names(model: torch.nn.Module, which: str = "both") -> li
         model.get_input_embeddings(), model.get_output_embeddings())
     ids = {id(m.weight) for m in mods if m is not None}
     return [n for n, p in model.named_parameters() if id(p) in ids]
+
+
+def decay_groups(model: torch.nn.Module, mode: str) -> tuple[list[str], list[str]]:
+    """(names of the parameters AdamW decays, names of those it does not) for `train.decay_group`:
+    `all`; `matrices` (every >= 2-D parameter, embeddings and head included; norms and biases not);
+    `matrices_no_embeddings` (matrices but not the input embedding nor the output head)."""
+    embeddings = set(embedding_parameter_names(model))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if mode == "all":
+            yes = True
+        elif mode == "matrices":
+            yes = p.ndim >= 2
+        elif mode == "matrices_no_embeddings":
+            yes = p.ndim >= 2 and name not in embeddings
+        else:
+            raise ValueError(f"unknown train.decay_group {mode!r}")
+        (decay if yes else no_decay).append(name)
+    return decay, no_decay
 
 
 def row_decay_scales(train_counts: np.ndarray, alpha: float, n_rows: int) -> np.ndarray:
@@ -457,17 +454,6 @@ def tied(model: torch.nn.Module) -> bool:
     return out is not None and out.weight is model.get_input_embeddings().weight
 
 
-def read_train_counts(frequency_path: str) -> np.ndarray:
-    """Per-id train counts from a frequency table (frequency/train.parquet), dense by token_id."""
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(frequency_path, columns=["token_id", "count"])
-    ids = t.column("token_id").to_numpy()
-    out = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=np.int64)
-    out[ids] = t.column("count").to_numpy()
-    return out
-
-
 def hf_tokenizer(tokenizer_json: str, ids: dict):
     """The tokenizer as a transformers fast tokenizer, with eos/pad set from the end-of-document and padding ids."""
     from transformers import PreTrainedTokenizerFast
@@ -611,7 +597,9 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
     if train["embedding_decay_alpha"] is not None:
         if train_frequency is None:
             raise ValueError("train.embedding_decay_alpha needs the train frequency table (train_frequency)")
-        row_scales = row_decay_scales(read_train_counts(train_frequency), train["embedding_decay_alpha"], n_emb)
+        from .counts import dense_counts  # numba's import: only for the runs that need the counts
+
+        row_scales = row_decay_scales(dense_counts(train_frequency), train["embedding_decay_alpha"], n_emb)
         worst = train["lr"] * float(train["weight_decay"]) * float(row_scales.max())
         if worst >= 1:
             raise DataError(
