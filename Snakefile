@@ -1,8 +1,9 @@
 # tokenfair: what weight decay does to each token of a language model's vocabulary.
 # This file only wires the workflow; the stages are in rules/, the science in the tokenfair package.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 from tokenfair import config as tfconfig
+from tokenfair import plan as tfplan
 
 min_version("9.0")
 
@@ -14,13 +15,18 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-# tokenfair.config.resolve applies the JSON schema (and its defaults) first, so that a bad key is reported in
-# one line naming it, then the checks a schema cannot express (files, shapes), all before any job runs.
-CFG = tfconfig.resolve(config)
-validate(config, "tokenfair/config.schema.yaml")
+# Validated once: tokenfair.config.resolve applies the JSON schema (and its defaults) first, so that a bad key
+# is reported in one line naming it, then the checks a schema cannot express (files, shapes), all before any
+# job runs. The plan (tokenfair.plan) derives the grid, its paths and settings from it, once; the rules read
+# it, and the aggregate and publish jobs get it as a param.
+PLAN = tfplan.build(tfconfig.resolve(config))
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/resources.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/aggregate.smk"

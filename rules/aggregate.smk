@@ -3,10 +3,8 @@
 # `aggregate` needs the WHOLE grid; `aggregate_partial` (summary/partial/) aggregates the runs that exist
 # now and lists the missing grid points; run it by name, e.g. after `--keep-going` left failures, or while
 # another snakemake runs the grid: `snakemake aggregate_partial --nolock` (or scripts/aggregate.py --partial).
-# Uses AGG, AGG_PARTIAL and the agg_* functions from rules/common.smk.
-
-
-report: "../report/workflow.rst"
+# The jobs get the plan as plain data (params.plan), never the raw config.
+# Uses PLAN, AGG, AGG_PARTIAL and the agg_* functions from rules/common.smk, SITE from rules/resources.smk.
 
 
 rule aggregate:
@@ -14,7 +12,7 @@ rule aggregate:
         per_token=agg_run_files("per_token"),
         run_json=agg_run_files("run_json"),
         norms=agg_run_files("norms"),
-        frequency=agg_frequency_tables(),
+        frequency=PLAN.frequency_tables(),
     output:
         tables=agg_reported({"tables": AGG["tables"], "figures": []}, "Summary"),
         figures=agg_reported({"tables": [], "figures": AGG["figures"]}, "Summary"),
@@ -22,26 +20,23 @@ rule aggregate:
                       subcategory="README", labels={"file": "README.md"}),
     params:
         partial=False,
-        rare_percentile=CFG["frequency"]["rare_percentile"],
-        formats=CFG["aggregate"]["figure_formats"],
+        plan=PLAN.to_dict(),
     log:
-        os.path.join(LOGS, "aggregate", "aggregate.log"),
+        LOG("aggregate", "aggregate"),
     benchmark:
-        os.path.join(BENCH, "aggregate", "aggregate.tsv")
+        BENCH("aggregate", "aggregate")
     threads: 2
     resources:
-        mem_mb=agg_mem_mb,
-        runtime=agg_runtime,
-        **CPU_JOB,
+        **tfres.aggregate_resources(SITE, len(PLAN.points)),
     conda:
         "../envs/aggregate.yaml"
     script:
         "../scripts/aggregate.py"
 
 
-rule aggregate_partial:
+use rule aggregate as aggregate_partial with:
     input:
-        frequency=ancient(agg_frequency_tables()),
+        frequency=ancient(PLAN.frequency_tables()),
     output:
         tables=agg_reported({"tables": AGG_PARTIAL["tables"], "figures": []}, "Partial summary"),
         figures=agg_reported({"tables": [], "figures": AGG_PARTIAL["figures"]}, "Partial summary"),
@@ -50,21 +45,11 @@ rule aggregate_partial:
     params:
         partial=True,
         present=agg_present_runs,
-        rare_percentile=CFG["frequency"]["rare_percentile"],
-        formats=CFG["aggregate"]["figure_formats"],
+        plan=PLAN.to_dict(),
     log:
-        os.path.join(LOGS, "aggregate", "aggregate_partial.log"),
+        LOG("aggregate", "aggregate_partial"),
     benchmark:
-        os.path.join(BENCH, "aggregate", "aggregate_partial.tsv")
-    threads: 2
-    resources:
-        mem_mb=agg_mem_mb,
-        runtime=agg_runtime,
-        **CPU_JOB,
-    conda:
-        "../envs/aggregate.yaml"
-    script:
-        "../scripts/aggregate.py"
+        BENCH("aggregate", "aggregate_partial")
 
 
 if PUBLISHED:
@@ -76,15 +61,14 @@ if PUBLISHED:
             PUBLISHED,
         params:
             command=PUBLISH_COMMAND,
+            plan=PLAN.to_dict(),
         log:
-            os.path.join(LOGS, "aggregate", "publish.log"),
+            LOG("aggregate", "publish"),
         benchmark:
-            os.path.join(BENCH, "aggregate", "publish.tsv")
+            BENCH("aggregate", "publish")
         threads: 1
         resources:
-            mem_mb=lambda w, attempt: 2000 * attempt,
-            runtime=lambda w, attempt: 10 * attempt,
-            **CPU_JOB,
+            **tfres.publish_resources(SITE),
         conda:
             "../envs/aggregate.yaml"
         script:

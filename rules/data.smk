@@ -1,8 +1,8 @@
 # Data stage: corpus spec -> documents.parquet -> tokenizer.json -> token shards -> frequency tables + Zipf
 # figure (docs/architecture.md); an eval_only corpus's documents -> an ood/ shard per training tokenizer.
 # Each rule runs one function of the tokenfair package through a thin script.
-# Uses CFG, R, LOGS, BENCH and P from rules/common.smk. Resources: memory grows with the input and with each
-# retry (attempt); CPU rules only, never a GPU.
+# Uses PLAN, R, P, LOG and BENCH from rules/common.smk, SITE from rules/resources.smk. Resources
+# (tokenfair.resources): memory grows with the input and with each retry (attempt); CPU rules only, never a GPU.
 import re
 
 from tokenfair import corpus as tfcorpus
@@ -12,25 +12,18 @@ from tokenfair import tokenization as tftok
 rule prepare:
     input:
         # a text/jsonl/parquet corpus's own files, so that editing or adding one reruns prepare
-        files=lambda w: tfcorpus.local_files(CFG["corpora"][w.corpus]),
+        files=lambda w: tfcorpus.local_files(PLAN["corpora"][w.corpus]),
     output:
         documents=P("documents"),
     params:
-        spec=lambda w: CFG["corpora"][w.corpus],
+        spec=lambda w: PLAN["corpora"][w.corpus],
     log:
-        os.path.join(LOGS, "prepare", "{corpus}.log"),
+        LOG("prepare", "{corpus}"),
     benchmark:
-        os.path.join(BENCH, "prepare", "{corpus}.tsv")
+        BENCH("prepare", "{corpus}")
     threads: 1
     resources:
-        # hf files are fetched by the job itself: their size is unknown when planning
-        mem_mb=lambda w, input, attempt: int(
-            (4000 if CFG["corpora"][w.corpus]["source"] == "hf" else 1000 + 6 * input.size_mb) * attempt
-        ),
-        runtime=lambda w, input, attempt: int(
-            (60 if CFG["corpora"][w.corpus]["source"] == "hf" else 10 + input.size_mb / 100) * attempt
-        ),
-        **CPU_JOB,
+        **tfres.prepare_resources(SITE, PLAN["corpora"]),
     conda:
         "../envs/data.yaml"
     script:
@@ -40,20 +33,18 @@ rule prepare:
 rule tokenizer:
     input:
         documents=P("documents"),
-        given=lambda w: tftok.given_files(CFG["tokenizers"][w.tok]),
+        given=lambda w: tftok.given_files(PLAN["tokenizers"][w.tok]),
     output:
         tokenizer=P("tokenizer"),
     params:
-        spec=lambda w: CFG["tokenizers"][w.tok],
+        spec=lambda w: PLAN["tokenizers"][w.tok],
     log:
-        os.path.join(LOGS, "tokenizer", "{corpus}", "tok~{tok}.log"),
+        LOG("tokenizer", "{corpus}", "tok~{tok}"),
     benchmark:
-        os.path.join(BENCH, "tokenizer", "{corpus}", "tok~{tok}.tsv")
+        BENCH("tokenizer", "{corpus}", "tok~{tok}")
     threads: 4
     resources:
-        mem_mb=lambda w, input, attempt: int((2000 + 12 * input.size_mb) * attempt),
-        runtime=lambda w, input, attempt: int((10 + input.size_mb / 30) * attempt),
-        **CPU_JOB,
+        **tfres.cpu_resources(SITE, "tokenizer"),
     conda:
         "../envs/data.yaml"
     script:
@@ -68,26 +59,24 @@ rule tokenize:
         tokens=P("tokens"),
         index=P("tokens_index"),
     params:
-        eod=lambda w: CFG["corpora"][w.corpus]["eod"],
-        tokenizer=lambda w: CFG["tokenizers"][w.tok],
+        eod=lambda w: PLAN["corpora"][w.corpus]["eod"],
+        tokenizer=lambda w: PLAN["tokenizers"][w.tok],
     log:
-        os.path.join(LOGS, "tokenize", "{corpus}", "tok~{tok}", "{split}.log"),
+        LOG("tokenize", "{corpus}", "tok~{tok}", "{split}"),
     benchmark:
-        os.path.join(BENCH, "tokenize", "{corpus}", "tok~{tok}", "{split}.tsv")
+        BENCH("tokenize", "{corpus}", "tok~{tok}", "{split}")
     threads: 4
     resources:
-        mem_mb=lambda w, input, attempt: int((1500 + 6 * input.size_mb) * attempt),
-        runtime=lambda w, input, attempt: int((10 + input.size_mb / 50) * attempt),
-        **CPU_JOB,
+        **tfres.cpu_resources(SITE, "tokenize"),
     conda:
         "../envs/data.yaml"
     script:
-        "../scripts/tokenize_split.py"
+        "../scripts/tokenize.py"
 
 
-rule tokenize_ood:
-    # an evaluation-only corpus ({other}), all of its documents, through a training corpus's tokenizer, with
-    # {other}'s own eod setting
+# An evaluation-only corpus ({other}), all of its documents, through a training corpus's tokenizer, with
+# {other}'s own eod setting.
+use rule tokenize as tokenize_ood with:
     input:
         documents=lambda w: paths.path("documents", R, corpus=w.other),
         tokenizer=P("tokenizer"),
@@ -96,23 +85,14 @@ rule tokenize_ood:
         index=P("ood_tokens_index"),
     wildcard_constraints:
         # only the eval_only corpora (a pattern that matches nothing when there is none)
-        other="|".join(re.escape(c) for c in tfconfig.eval_corpora(CFG)) or "(?!)",
+        other="|".join(re.escape(c) for c in PLAN.eval_corpora) or "(?!)",
     params:
-        eod=lambda w: CFG["corpora"][w.other]["eod"],
-        tokenizer=lambda w: CFG["tokenizers"][w.tok],
+        eod=lambda w: PLAN["corpora"][w.other]["eod"],
+        tokenizer=lambda w: PLAN["tokenizers"][w.tok],
     log:
-        os.path.join(LOGS, "tokenize_ood", "{corpus}", "tok~{tok}", "{other}.log"),
+        LOG("tokenize_ood", "{corpus}", "tok~{tok}", "{other}"),
     benchmark:
-        os.path.join(BENCH, "tokenize_ood", "{corpus}", "tok~{tok}", "{other}.tsv")
-    threads: 4
-    resources:
-        mem_mb=lambda w, input, attempt: int((1500 + 6 * input.size_mb) * attempt),
-        runtime=lambda w, input, attempt: int((10 + input.size_mb / 50) * attempt),
-        **CPU_JOB,
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../scripts/tokenize_ood.py"
+        BENCH("tokenize_ood", "{corpus}", "tok~{tok}", "{other}")
 
 
 rule count:
@@ -122,16 +102,14 @@ rule count:
     output:
         frequency=P("frequency"),
     params:
-        bin_base=CFG["frequency"]["bin_base"],
+        bin_base=PLAN["frequency"]["bin_base"],
     log:
-        os.path.join(LOGS, "count", "{corpus}", "tok~{tok}", "{split}.log"),
+        LOG("count", "{corpus}", "tok~{tok}", "{split}"),
     benchmark:
-        os.path.join(BENCH, "count", "{corpus}", "tok~{tok}", "{split}.tsv")
+        BENCH("count", "{corpus}", "tok~{tok}", "{split}")
     threads: 2
     resources:
-        mem_mb=lambda w, input, attempt: int((1500 + input.size_mb) * attempt),
-        runtime=lambda w, input, attempt: int((10 + input.size_mb / 1000) * attempt),
-        **CPU_JOB,
+        **tfres.cpu_resources(SITE, "count"),
     conda:
         "../envs/data.yaml"
     script:
@@ -140,24 +118,20 @@ rule count:
 
 rule zipf:
     input:
-        frequency=lambda w: expand(
-            P("frequency"), corpus=w.corpus, tok=w.tok, split=tfconfig.corpus_splits(CFG["corpora"][w.corpus])
-        ),
+        frequency=lambda w: expand(P("frequency"), corpus=w.corpus, tok=w.tok, split=PLAN.corpus_splits(w.corpus)),
     output:
         png=P("zipf").replace("{ext}", "png"),
         pdf=P("zipf").replace("{ext}", "pdf"),
     params:
-        splits=lambda w: tfconfig.corpus_splits(CFG["corpora"][w.corpus]),
+        splits=lambda w: PLAN.corpus_splits(w.corpus),
         title=lambda w: f"{w.corpus}, tokenizer {w.tok}",
     log:
-        os.path.join(LOGS, "zipf", "{corpus}", "tok~{tok}.log"),
+        LOG("zipf", "{corpus}", "tok~{tok}"),
     benchmark:
-        os.path.join(BENCH, "zipf", "{corpus}", "tok~{tok}.tsv")
+        BENCH("zipf", "{corpus}", "tok~{tok}")
     threads: 1
     resources:
-        mem_mb=lambda w, input, attempt: int((1000 + 2 * input.size_mb) * attempt),
-        runtime=lambda w, attempt: 10 * attempt,
-        **CPU_JOB,
+        **tfres.cpu_resources(SITE, "zipf"),
     conda:
         "../envs/data.yaml"
     script:

@@ -1,7 +1,7 @@
 """Aggregate the runs of a config into <results_dir>/summary/ (tables, figures, README).
 
-As a Snakemake job (rules aggregate and aggregate_partial) it takes the config, `params.partial` and its
-threads (worker processes) from the `snakemake` object. From the command line it aggregates a config
+As a Snakemake job (rules aggregate and aggregate_partial) it takes the plan (`params.plan`, tokenfair.plan),
+`params.partial` and its threads (worker processes) from the `snakemake` object. From the command line it aggregates a config
 directly, e.g. while a grid is still running in another Snakemake process:
 
     python scripts/aggregate.py --configfile config.yaml --partial --workers 2
@@ -10,6 +10,7 @@ directly, e.g. while a grid is still running in another Snakemake process:
 import argparse
 
 from tokenfair import config as tfconfig
+from tokenfair import plan as tfplan
 from tokenfair.aggregate import aggregate
 from tokenfair.io import job_log
 
@@ -24,8 +25,8 @@ def main():
     if "snakemake" in globals():
         smk = globals()["snakemake"]
         with job_log(smk.log[0]) as logger:
-            cfg = tfconfig.resolve(smk.config, check_files=False)
-            _report(aggregate(cfg, partial=bool(smk.params.partial), workers=smk.threads), logger)
+            plan = tfplan.from_dict(smk.params.plan)
+            _report(aggregate(plan, partial=bool(smk.params.partial), workers=smk.threads), logger)
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configfile", default="config.yaml")
@@ -34,7 +35,8 @@ def main():
     ap.add_argument("--workers", type=int, default=1, help="processes reading runs (each holds one run)")
     args = ap.parse_args()
     with job_log(None) as logger:
-        _report(aggregate(tfconfig.load(args.configfile), partial=args.partial, workers=args.workers), logger)
+        plan = tfplan.build(tfconfig.load(args.configfile))
+        _report(aggregate(plan, partial=args.partial, workers=args.workers), logger)
 
 
 # The guard matters: worker processes are spawned, and a spawned process imports this file as __mp_main__.

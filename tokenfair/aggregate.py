@@ -22,6 +22,8 @@ Outputs (each table as .parquet and .csv; the metric definitions are in `tokenfa
 - embedding_norms: one row per run x matrix (embedding / unembedding) x train-frequency bin: the mean L2 row
   norm of the bin's ids in the final model (norms.parquet), and n_ids; embedding_norms_by_seed over seeds.
 - partial aggregation only: missing (the grid points without a finished run).
+- membership (not among TABLES: no caption of its own in the README): one row per grid point x study it
+  belongs to, with the point's axes and run folder (tokenfair.publish selects a study's rows with it).
 
 Heavy imports (numpy, pandas, pyarrow, numba, matplotlib) happen inside functions, so that the workflow can
 import the output names at planning time cheaply.
@@ -37,13 +39,12 @@ import time
 from typing import Any, Iterable
 
 from . import paths
-from .config import base_value, extra_axes
 from .errors import DataError
+from .paths import summary_dir
+from .plan import extra_axes
 
 log = logging.getLogger("tokenfair.aggregate")
 
-SUMMARY = "summary"
-PARTIAL = os.path.join("summary", "partial")
 TABLES = ("runs", "runs_by_seed", "bins", "bins_by_seed", "bin_curves", "bin_curves_by_seed", "decay_effects",
           "embedding_norms", "embedding_norms_by_seed")
 PER_SPLIT_FIGURES = ("bin_loss", "bin_curves", "decay_heatmap")
@@ -72,13 +73,9 @@ PARAM_KEYS = ("parameters", "n_params", "num_params", "parameter_count", "n_para
 # names of the outputs (cheap: used at planning time)
 
 
-def study_splits(cfg: dict) -> list[str]:
-    """The splits the runs of the config evaluate: train, validation, test (those some training corpus has),
-    then ood-<corpus> for each evaluation-only corpus in config order."""
-    from .config import corpus_splits, eval_corpora, training_corpora
-
-    have = {s for c in dict.fromkeys(c for c, _ in training_corpora(cfg)) for s in corpus_splits(cfg["corpora"][c])}
-    return [s for s in paths.SPLITS if s in have] + [paths.ood_split(c) for c in eval_corpora(cfg)]
+def study_splits(plan) -> list[str]:
+    """The splits the runs of the plan evaluate (tokenfair.plan.Plan.splits)."""
+    return plan.splits
 
 
 def figure_names(splits: Iterable[str]) -> list[str]:
@@ -99,18 +96,14 @@ def parse_figure_stem(stem: str, splits: Iterable[str]) -> tuple[str, str | None
     raise ValueError(f"unknown figure {stem} (splits: {', '.join(splits)})")
 
 
-def summary_dir(results_dir: str, partial: bool = False) -> str:
-    return os.path.join(results_dir, PARTIAL if partial else SUMMARY)
-
-
-def summary_outputs(cfg: dict, partial: bool = False) -> dict[str, list[str]]:
-    """Every file the aggregation writes: {"tables": [...], "figures": [...], "readme": [path]}."""
-    d = summary_dir(cfg["results_dir"], partial)
-    tables = list(TABLES) + (["missing"] if partial else [])
-    formats = cfg.get("aggregate", {}).get("figure_formats", ["png", "pdf"])
+def summary_outputs(plan, partial: bool = False) -> dict[str, list[str]]:
+    """Every file the aggregation of a plan writes: {"tables": [...], "figures": [...], "readme": [path]}."""
+    d = summary_dir(plan["results_dir"], partial)
+    tables = [*TABLES, *(["missing"] if partial else []), paths.MEMBERSHIP]
+    formats = plan["aggregate"]["figure_formats"]
     return {
         "tables": [os.path.join(d, f"{t}.{e}") for t in tables for e in ("csv", "parquet")],
-        "figures": [os.path.join(d, FIGURE_DIR, f"{f}.{e}") for f in figure_names(study_splits(cfg)) for e in formats],
+        "figures": [os.path.join(d, FIGURE_DIR, f"{f}.{e}") for f in figure_names(plan.splits) for e in formats],
         "readme": [os.path.join(d, README)],
     }
 
@@ -119,30 +112,19 @@ def summary_outputs(cfg: dict, partial: bool = False) -> dict[str, list[str]]:
 # the runs of a grid
 
 
-def run_files(cfg: dict, point: dict) -> dict[str, str]:
-    folder = paths.path("run", cfg["results_dir"], corpus=point["corpus"], tok=point["tok"], run=point["run"])
-    return {"dir": folder, "per_token": os.path.join(folder, paths.RUN_PER_TOKEN),
-            "run_json": os.path.join(folder, paths.RUN_JSON), "norms": os.path.join(folder, paths.RUN_NORMS)}
+def run_files(plan, point: dict) -> dict[str, str]:
+    """A point's run folder ("dir") and its files (tokenfair.plan.Plan.run_files)."""
+    return plan.run_files(point)
 
 
-def frequency_file(cfg: dict, corpus: str, tok: str) -> str:
-    return paths.path("frequency", cfg["results_dir"], corpus=corpus, tok=tok, split="train")
+def frequency_file(plan, corpus: str, tok: str) -> str:
+    """The train frequency table of a corpus x tokenizer (tokenfair.plan.Plan.frequency_file)."""
+    return plan.frequency_file(corpus, tok)
 
 
-def find_runs(cfg: dict) -> tuple[list[dict], list[dict]]:
-    """(present, missing) grid points; a run is present when its per_token.parquet, run.json and
-    norms.parquet exist. A missing point carries a `reason`."""
-    from .config import grid
-
-    present, missing = [], []
-    for point in grid(cfg):
-        f = run_files(cfg, point)
-        lacking = [os.path.basename(f[k]) for k in ("per_token", "run_json", "norms") if not os.path.exists(f[k])]
-        if lacking:
-            missing.append({**point, "reason": "no " + " and no ".join(lacking)})
-        else:
-            present.append(point)
-    return present, missing
+def find_runs(plan) -> tuple[list[dict], list[dict]]:
+    """(present, missing) grid points (tokenfair.plan.Plan.present_runs)."""
+    return plan.present_runs()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -400,28 +382,20 @@ def map_runs(jobs: list[dict], workers: int = 1) -> Iterable[dict]:
 # the study
 
 
-def _axis_value(v):
-    return v if isinstance(v, (int, float, str, bool)) or v is None else paths.format_value(v)
+def identity(plan, point: dict) -> dict:
+    """The columns that name a run (tokenfair.plan.Plan.identity)."""
+    return plan.identity(point)
 
 
-def identity(cfg: dict, point: dict) -> dict:
-    """The columns that name a run: corpus, tokenizer, model, weight_decay, the extra axes, seed. An axis a
-    point does not carry takes the config's base train value (a study that does not vary it)."""
-    from .config import axis_names
-
-    return {"corpus": point["corpus"], "tokenizer": point["tok"],
-            **{a: _axis_value(point[a] if a in point else base_value(cfg, point["model"], a)) for a in axis_names(cfg)}}
+def other_axes(plan) -> list[str]:
+    """The columns that key a seed group apart from the decay (tokenfair.plan.Plan.other_axes)."""
+    return plan.other_axes
 
 
-def other_axes(cfg: dict) -> list[str]:
-    """The columns that key a seed group apart from the decay: corpus, tokenizer, model, extra axes."""
-    return ["corpus", "tokenizer", "model", *extra_axes(cfg)]
-
-
-def base_values(cfg: dict) -> dict:
-    """{model: {extra axis: its base value}}: the value a study that does not vary the axis trains with (the
-    model's own train: override, else train:). Figure labels name only the axes that differ from it."""
-    return {m: {a: _axis_value(base_value(cfg, m, a)) for a in extra_axes(cfg)} for m in cfg["models"]}
+def base_values(plan) -> dict:
+    """{model: {extra axis: its base value}} (tokenfair.plan.Plan.base_values). Figure labels name only the
+    axes that differ from it."""
+    return plan.base_values
 
 
 def studies_label(point: dict) -> str:
@@ -429,23 +403,23 @@ def studies_label(point: dict) -> str:
     return ";".join(point.get("studies") or ["main"])
 
 
-def collect(cfg: dict, points: list[dict], workers: int = 1) -> dict:
-    """Stream the runs of `points` into DataFrames runs, bins, bin_curves (one row group per run)."""
+def collect(plan, points: list[dict], workers: int = 1) -> dict:
+    """Stream the runs of `points` (of a plan) into DataFrames runs, bins, bin_curves (one row group per run)."""
     import numpy as np
     import pandas as pd
 
-    rare = cfg["frequency"]["rare_percentile"]
+    rare = plan["frequency"]["rare_percentile"]
     jobs = []
     for p in points:
-        f = run_files(cfg, p)
-        freq = frequency_file(cfg, p["corpus"], p["tok"])
+        f = plan.run_files(p)
+        freq = plan.frequency_file(p["corpus"], p["tok"])
         if not os.path.exists(freq):
             raise DataError(f"{freq}: the train frequency table of {p['corpus']} x {p['tok']} does not exist")
         jobs.append({"per_token": f["per_token"], "run_json": f["run_json"], "norms": f["norms"],
                      "frequency": freq, "rare_percentile": rare})
     runs, bins, curves, norms, secs = [], [], [], [], 0.0
     for p, res in zip(points, map_runs(jobs, workers)):
-        ident = identity(cfg, p)
+        ident = plan.identity(p)
         runs.append({**{k: v for k, v in ident.items() if k != "seed"}, "seed": ident["seed"],
                      "n_params": res["n_params"], "final_step": res["final_step"], "run": p["run"],
                      "studies": studies_label(p), **res["run"]})
@@ -458,12 +432,12 @@ def collect(cfg: dict, points: list[dict], workers: int = 1) -> dict:
     if len(runs_df):
         runs_df["n_params"] = runs_df["n_params"].astype("Int64")
     first = ("corpus", "tokenizer", "model")
-    order = [*first, "n_params", *[c for c in identity(cfg, points[0]) if c not in first]] if points else []
+    order = [*first, "n_params", *[c for c in plan.identity(points[0]) if c not in first]] if points else []
     runs_df = runs_df[order + [c for c in runs_df.columns if c not in order]] if len(runs_df) else runs_df
     frame = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     out = {"runs": runs_df, "bins": frame(bins), "bin_curves": frame(curves), "embedding_norms": frame(norms)}
     for df in out.values():
-        numeric_axes(df, extra_axes(cfg))
+        numeric_axes(df, plan.extra_axes)
     for name in ("bins", "bin_curves", "embedding_norms"):
         df = out[name]
         if len(df):
@@ -472,6 +446,16 @@ def collect(cfg: dict, points: list[dict], workers: int = 1) -> dict:
                     df[c] = df[c].astype(np.int64)
     out["seconds_in_runs"] = secs
     return out
+
+
+def membership(plan):
+    """The membership table: one row per grid point x study it belongs to (its identity, run, study), the
+    axes typed as in the other tables."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(plan.membership()), columns=[*plan.identity(plan.points[0]), "run", "study"])
+    numeric_axes(df, plan.extra_axes)
+    return df
 
 
 def numeric_axes(df, axes: Iterable[str]):
@@ -585,32 +569,30 @@ def write_table(df, folder: str, name: str) -> list[str]:
     return [pq_path, csv_path]
 
 
-def aggregate(cfg: dict, partial: bool = False, workers: int = 1, out_dir: str | None = None) -> dict:
-    """Aggregate the runs of a resolved config into its summary folder (or `out_dir`).
+def aggregate(plan, partial: bool = False, workers: int = 1, out_dir: str | None = None) -> dict:
+    """Aggregate the runs of a plan (tokenfair.plan) into its summary folder (or `out_dir`).
 
     partial=False: every grid point must have finished (DataError naming the missing ones otherwise).
     partial=True: aggregate the runs that exist and list the others in missing.csv and the README.
     Returns the tables (DataFrames) and some timings."""
     import pandas as pd
 
-    from .config import grid
-
     t0 = time.perf_counter()
-    out_dir = out_dir or summary_dir(cfg["results_dir"], partial)
-    present, missing = find_runs(cfg)
+    out_dir = out_dir or summary_dir(plan["results_dir"], partial)
+    present, missing = plan.present_runs()
     if missing and not partial:
         first = missing[0]
-        raise DataError(f"{len(missing)} of {len(grid(cfg))} grid points have no finished run, e.g. "
-                        f"{run_files(cfg, first)['dir']} ({first['reason']}); run the grid, or aggregate_partial")
+        raise DataError(f"{len(missing)} of {len(plan.points)} grid points have no finished run, e.g. "
+                        f"{plan.run_files(first)['dir']} ({first['reason']}); run the grid, or aggregate_partial")
     # Worker processes cost seconds to start (imports): worth it only for enough data to read and draw.
-    size = sum(os.path.getsize(run_files(cfg, p)["per_token"]) for p in present)
+    size = sum(os.path.getsize(plan.run_files(p)["per_token"]) for p in present)
     if size < float(os.environ.get("TOKENFAIR_PARALLEL_MIN_MB", PARALLEL_MIN_MB)) * 1e6:
         workers = 1
     log.info("aggregating %d runs (%d missing, %.0f MB of per-token files, %d processes) into %s",
              len(present), len(missing), size / 1e6, workers, out_dir)
-    tables = collect(cfg, present, workers)
+    tables = collect(plan, present, workers)
     t_collect = time.perf_counter() - t0
-    others = other_axes(cfg)
+    others = plan.other_axes
     seed_keys = [*others[:3], "weight_decay", *others[3:]]
     run_metrics = [c for c in tables["runs"].columns if any(c.endswith("_" + m) for m in RUN_METRICS)]
     tables["runs_by_seed"] = by_seed(tables["runs"], seed_keys, run_metrics, list_seeds=True)
@@ -618,27 +600,28 @@ def aggregate(cfg: dict, partial: bool = False, workers: int = 1, out_dir: str |
     tables["bins_by_seed"] = by_seed(tables["bins"], bin_keys, list(BIN_METRICS))
     tables["bin_curves_by_seed"] = by_seed(tables["bin_curves"], [*bin_keys, "step"], list(CURVE_METRICS))
     tables["decay_effects"] = decay_effects(tables["bins"], tables["bins_by_seed"], others,
-                                            level=cfg["aggregate"]["significance_level"])
+                                            level=plan["aggregate"]["significance_level"])
     tables["embedding_norms_by_seed"] = by_seed(
         tables["embedding_norms"], [*seed_keys, "tied_embeddings", "matrix", "bin", "bin_lo", "bin_hi", "n_ids"],
         ["mean_norm"])
-    miss = pd.DataFrame([{**identity(cfg, m), "run": m["run"], "reason": m["reason"]} for m in missing],
-                        columns=[*identity(cfg, grid(cfg)[0]), "run", "reason"])
+    miss = pd.DataFrame([{**plan.identity(m), "run": m["run"], "reason": m["reason"]} for m in missing],
+                        columns=[*plan.identity(plan.points[0]), "run", "reason"])
     tables["missing"] = miss
-    for name in TABLES + (("missing",) if partial else ()):
+    tables[paths.MEMBERSHIP] = membership(plan)
+    for name in TABLES + (("missing",) if partial else ()) + (paths.MEMBERSHIP,):
         write_table(tables[name], out_dir, name)
     t_tables = time.perf_counter() - t0
     freq = {}
-    for corpus, tok in dict.fromkeys((p["corpus"], p["tok"]) for p in grid(cfg)):
-        f = frequency_file(cfg, corpus, tok)
+    for corpus, tok in dict.fromkeys((p["corpus"], p["tok"]) for p in plan.points):
+        f = plan.frequency_file(corpus, tok)
         if os.path.exists(f):
             freq[f"{corpus} / {tok}"] = f
     note = (f"partial: {len(present)} of {len(present) + len(missing)} grid points ({len(missing)} missing, "
             "see missing.csv)") if partial else None
     # figures in parallel only for grids big enough to make panels many (a process costs ~2 s to start)
     fig_workers = workers if len(present) >= PARALLEL_MIN_RUNS_FIGURES else 1
-    figs = write_figures(cfg, tables, freq, out_dir, note, workers=fig_workers)
-    write_readme(cfg, tables, out_dir, figs, partial, len(present), len(missing))
+    figs = write_figures(plan, tables, freq, out_dir, note, workers=fig_workers)
+    write_readme(plan, tables, out_dir, figs, partial, len(present), len(missing))
     return {**tables, "seconds": {"runs": tables["seconds_in_runs"], "collect": t_collect,
                                   "tables": t_tables, "total": time.perf_counter() - t0},
             "processes": {"read": workers, "figures": fig_workers}}

@@ -1,4 +1,4 @@
-"""Loading and checking a tokenfair config, and enumerating its training grid.
+"""Loading and checking a tokenfair config (its grid and paths: tokenfair.plan).
 
 `resolve(config)` validates against `config.schema.yaml` (filling its defaults), then runs the checks a
 JSON schema cannot express, reading only what is cheap (file existence, Parquet footers, the first JSON
@@ -11,28 +11,21 @@ from __future__ import annotations
 import copy
 import functools
 import glob
-import json
 import os
 from importlib import resources
-from typing import Any, Iterator
 
 import yaml
 
 from .errors import ConfigError
-from .paths import SPECIAL_TOKENS, format_value, parse_run_subpath, run_subpath, same_value
+from .paths import AXIS_ORDER, FIXED_AXES, SPECIAL_TOKENS
 
 N_BYTES = 256
-FIXED_AXES = ("model", "weight_decay")  # then config["axes"] in order, then "seed"
 
 
 @functools.lru_cache(maxsize=1)
 def schema() -> dict:
     text = resources.files("tokenfair").joinpath("config.schema.yaml").read_text()
     return yaml.safe_load(text)
-
-
-def schema_path() -> str:
-    return str(resources.files("tokenfair").joinpath("config.schema.yaml"))
 
 
 def _validator():
@@ -110,16 +103,6 @@ def _normalise_models(models) -> dict[str, dict]:
 def corpus_tokenizers(cfg: dict, corpus: str) -> list[str]:
     spec = cfg["corpora"][corpus]
     return list(spec.get("tokenizers") or cfg["tokenizers"])
-
-
-def corpus_splits(spec: dict) -> list[str]:
-    """The splits a corpus spec produces, in order; train always, others when configured."""
-    splits = ["train"]
-    if spec.get("validation_fraction", 0) > 0:
-        splits.append("validation")
-    if spec.get("test_fraction", 0) > 0 or spec.get("heldout_files"):
-        splits.append("test")
-    return splits
 
 
 def _check_tokenizers(cfg: dict, check_files: bool) -> None:
@@ -212,15 +195,7 @@ def _check_corpora(cfg: dict, check_files: bool) -> None:
             if "path" not in spec:
                 raise ConfigError(f"config key {key}.path: required for source {src}")
             if check_files:
-                files = input_files(spec)
-                if not files:
-                    what = "does not exist" if not glob.has_magic(spec["path"]) and not os.path.exists(spec["path"]) else f"matches no {src} file ({', '.join(_EXTENSIONS[src])})"
-                    raise ConfigError(f"config key {key}.path: {spec['path']} {what}")
-                for f in files:
-                    if src == "parquet":
-                        check_parquet(f, f"{key}.path", spec["text_column"])
-                    elif src == "jsonl":
-                        check_jsonl(f, f"{key}.path", spec["text_column"])
+                _check_corpus_files(spec, key)
         elif src == "hf":
             for req in ("repo", "revision", "files"):
                 if req not in spec:
@@ -233,61 +208,23 @@ def _check_corpora(cfg: dict, check_files: bool) -> None:
                         raise ConfigError(f"config key {key}.{listkey}: {f} is not a .parquet, .jsonl or .json file")
 
 
-_EXTENSIONS = {"text": (".txt",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
+def _check_corpus_files(spec: dict, key: str) -> None:
+    """A text/jsonl/parquet corpus's path names files of its source, each readable (a cheap look)."""
+    from .corpus import EXTENSIONS, FileCheckError, check_jsonl, check_parquet, input_files
 
-
-def input_files(spec: dict) -> list[str]:
-    """The sorted input files of a text/jsonl/parquet corpus: a file, a directory (recursive) or a glob."""
-    p = spec["path"]
-    exts = _EXTENSIONS[spec["source"]]
-    if os.path.isfile(p):
-        return [p]
-    if os.path.isdir(p):
-        found = [
-            os.path.join(root, f) for root, _, files in os.walk(p) for f in files if f.endswith(exts)
-        ]
-    else:
-        found = [f for f in glob.glob(p, recursive=True) if os.path.isfile(f)]
-    return sorted(found)
-
-
-def check_parquet(path: str, key: str, text_column: str | None = None) -> None:
-    """A cheap Parquet check: magic bytes, footer schema, and the text column's presence."""
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - 4))
-        tail = fh.read(4)
-    if size < 12 or head != b"PAR1" or tail != b"PAR1":
-        raise ConfigError(f"config key {key}: {path} is not a Parquet file (no PAR1 magic bytes)")
-    if text_column is not None:
-        import pyarrow.parquet as pq
-
-        try:
-            names = pq.read_schema(path).names
-        except Exception as exc:
-            raise ConfigError(f"config key {key}: {path} is not a readable Parquet file ({exc})") from None
-        if text_column not in names:
-            raise ConfigError(
-                f"config key {key.rsplit('.', 1)[0]}.text_column: column {text_column!r} not in {path} "
-                f"(columns: {', '.join(names)})"
-            )
-
-
-def check_jsonl(path: str, key: str, text_column: str) -> None:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"config key {key}: {path} first line is not JSON ({exc})") from None
-                if not isinstance(row, dict) or text_column not in row:
-                    raise ConfigError(
-                        f"config key {key.rsplit('.', 1)[0]}.text_column: field {text_column!r} not in the first record of {path}"
-                    )
-                return
+    src = spec["source"]
+    files = input_files(spec)
+    if not files:
+        what = "does not exist" if not glob.has_magic(spec["path"]) and not os.path.exists(spec["path"]) else f"matches no {src} file ({', '.join(EXTENSIONS[src])})"
+        raise ConfigError(f"config key {key}.path: {spec['path']} {what}")
+    try:
+        for f in files:
+            if src == "parquet":
+                check_parquet(f, spec["text_column"])
+            elif src == "jsonl":
+                check_jsonl(f, spec["text_column"])
+    except FileCheckError as exc:
+        raise ConfigError(f"config key {key}.{exc.field}: {exc}") from None
 
 
 def model_spec(cfg: dict, name: str) -> dict:
@@ -337,7 +274,7 @@ def _check_axes(axes: dict, key: str) -> None:
     import jsonschema
 
     for axis, values in axes.items():
-        if axis in FIXED_AXES or axis == "seed" or axis not in train_schema:
+        if axis in FIXED_AXES or axis == "seed" or axis not in train_schema or axis not in AXIS_ORDER:
             raise ConfigError(
                 f"config key {key}.{axis}: not a train setting that can be an axis (allowed: "
                 f"{', '.join(k for k in train_schema)})"
@@ -358,183 +295,3 @@ def _check_studies(cfg: dict) -> None:
                     raise ConfigError(f"config key {key}.{field}: {v!r} is not defined in {field} "
                                       f"(defined: {', '.join(have)})")
         _check_axes(study.get("axes") or {}, f"{key}.axes")
-    for name, _ in studies(cfg):
-        for point in _study_points(cfg, name):
-            train = {**cfg["train"], **model_train(cfg, point["model"]), **{a: point[a] for a in extra_axes(cfg)}}
-            _check_run_train(train, f"studies.{name}" if name != MAIN else "train")
-
-
-def _check_run_train(train: dict, key: str) -> None:
-    """Combinations of train settings that cannot run together (checked per grid point)."""
-    if train.get("embedding_decay_alpha") is not None and train["decay_group"] == "matrices_no_embeddings":
-        raise ConfigError(
-            f"config key {key}: embedding_decay_alpha {train['embedding_decay_alpha']} scales the decay of the "
-            f"embedding rows, but decay_group matrices_no_embeddings does not decay them; use all or matrices"
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# the grid
-
-
-MAIN = "main"  # the top-level grid's study name
-
-
-def studies(cfg: dict) -> list[tuple[str, dict]]:
-    """(name, grid spec) of every study: "main" (the top-level models x weight_decays x axes x seeds) first,
-    then `studies:` in config order, each with what it leaves out taken from the top level."""
-    top = {"models": list(cfg["models"]), "weight_decays": cfg["weight_decays"], "seeds": cfg["seeds"],
-           "tokenizers": list(cfg["tokenizers"]), "axes": cfg["axes"]}
-    given = dict(cfg.get("studies", {}))
-    named = [(MAIN, {**top, **given.pop(MAIN, {})}), *given.items()]  # `studies.main` narrows the top level
-    out = []
-    for name, st in named:
-        out.append((name, {"models": st.get("models") or list(cfg["models"]),
-                           "weight_decays": [float(w) for w in st.get("weight_decays") or cfg["weight_decays"]],
-                           "seeds": st.get("seeds") or cfg["seeds"],
-                           "tokenizers": st.get("tokenizers") or list(cfg["tokenizers"]),
-                           "axes": st.get("axes") or {}}))
-    return out
-
-
-def extra_axes(cfg: dict) -> list[str]:
-    """The train settings that some study varies, in the train schema's order (a fixed order, so a run's path
-    does not depend on the order of the config's entries)."""
-    used = set(cfg["axes"])
-    for st in cfg.get("studies", {}).values():
-        used |= set(st.get("axes") or {})
-    return [k for k in schema()["definitions"]["train"]["properties"] if k in used]
-
-
-def axis_names(cfg: dict) -> list[str]:
-    return [*FIXED_AXES, *extra_axes(cfg), "seed"]
-
-
-def eval_corpora(cfg: dict) -> list[str]:
-    """Names of the evaluation-only (out-of-domain) corpora, in config order."""
-    return [c for c, spec in cfg["corpora"].items() if spec.get("eval_only")]
-
-
-def training_corpora(cfg: dict) -> Iterator[tuple[str, str]]:
-    """(corpus, tokenizer id) pairs that models are trained on (every corpus but the eval_only ones)."""
-    for corpus in cfg["corpora"]:
-        if cfg["corpora"][corpus].get("eval_only"):
-            continue
-        for tok in corpus_tokenizers(cfg, corpus):
-            yield corpus, tok
-
-
-def base_value(cfg: dict, model: str, axis: str):
-    """The value of a train setting when no axis sets it: the model's train:, else train:."""
-    own = model_train(cfg, model)
-    return own[axis] if axis in own else cfg["train"][axis]
-
-
-def _study_points(cfg: dict, name: str) -> list[dict]:
-    import itertools
-
-    spec = dict(studies(cfg))[name]
-    extra = extra_axes(cfg)
-    points = []
-    for corpus, tok in training_corpora(cfg):
-        if tok not in spec["tokenizers"]:
-            continue
-        for model in spec["models"]:
-            axes = {"weight_decay": spec["weight_decays"], **spec["axes"], "seed": spec["seeds"]}
-            for values in itertools.product(*axes.values()):
-                v = dict(zip(axes, values))
-                point = {"model": model, "weight_decay": v["weight_decay"]}
-                for a in extra:
-                    point[a] = v[a] if a in v else base_value(cfg, model, a)
-                point["seed"] = v["seed"]
-                shown = {k: x for k, x in point.items()
-                         if k in FIXED_AXES or k == "seed" or not same_value(x, base_value(cfg, model, k))}
-                points.append({"corpus": corpus, "tok": tok, "run": run_subpath(shown), **point})
-    return points
-
-
-def grid(cfg: dict) -> list[dict[str, Any]]:
-    """Every training target, each once: a dict with corpus, tok, run (the axis path), each axis value and
-    studies (the names of the studies it belongs to)."""
-    index: dict[tuple, dict] = {}
-    for name, _ in studies(cfg):
-        for p in _study_points(cfg, name):
-            key = (p["corpus"], p["tok"], p["run"])
-            if key in index:
-                if name not in index[key]["studies"]:
-                    index[key]["studies"].append(name)
-            else:
-                index[key] = {**p, "studies": [name]}
-    return list(index.values())
-
-
-def grid_index(cfg: dict) -> dict[tuple[str, str, str], dict]:
-    """(corpus, tok, run path) -> grid point, for looking up a target from its wildcards."""
-    return {(p["corpus"], p["tok"], p["run"]): p for p in grid(cfg)}
-
-
-def select(cfg: dict, points: list[dict] | None = None) -> list[dict]:
-    """The grid points that `only:` keeps (every point when it is empty). A value matches an axis value when
-    equal as a number (1, "1" and 1.0) or as text. ConfigError names an unknown axis or a value the grid does
-    not have."""
-    points = grid(cfg) if points is None else points
-    only = cfg.get("only") or {}
-    names = ["corpus", "tok", "study", *axis_names(cfg)]
-
-    def match(v, pv) -> bool:  # --config hands values over as strings: "0.1", "1"
-        if pv is None:
-            return v is None or str(v).lower() in ("null", "none")
-        if isinstance(v, bool) or isinstance(pv, bool):
-            return v is pv or str(v).lower() == format_value(pv)
-        if isinstance(pv, (int, float)):
-            try:
-                return float(v) == pv
-            except (TypeError, ValueError):
-                return False
-        return str(v) == str(pv)
-
-    def values_of(p, axis):
-        return p["studies"] if axis == "study" else [p[axis]]
-
-    for axis, values in only.items():
-        if axis not in names:
-            raise ConfigError(f"config key only.{axis}: not a grid axis (axes: {', '.join(names)})")
-        have = list(dict.fromkeys(v for p in points for v in values_of(p, axis)))
-        for v in values:
-            if not any(match(v, pv) for pv in have):
-                raise ConfigError(
-                    f"config key only.{axis}: {v!r} is not a value of the grid (values: {', '.join(value_strings(have))})"
-                )
-    return [p for p in points
-            if all(any(match(v, pv) for v in vals for pv in values_of(p, axis)) for axis, vals in only.items())]
-
-
-def run_settings(cfg: dict, point: dict) -> dict:
-    """Everything one training target needs, as plain data: the resolved model spec, the train settings
-    with this grid point's axis values applied, and its identity."""
-    from .presets import resolve_model_spec
-
-    train = {**cfg["train"], **model_train(cfg, point["model"])}
-    for axis in extra_axes(cfg):
-        train[axis] = point[axis]
-    train["weight_decay"] = point["weight_decay"]
-    train["seed"] = point["seed"]
-    model = resolve_model_spec(model_spec(cfg, point["model"]), key=f"models.{point['model']}")
-    if train.get("tie_embeddings") is not None:
-        model["tie_word_embeddings"] = bool(train["tie_embeddings"])
-    return {
-        "corpus": point["corpus"],
-        "tokenizer": point["tok"],
-        "run": point["run"],
-        # the axes its path names (not the study, nor axes at their base value: adding a study to a config
-        # leaves the settings, hence the run, of every existing point unchanged)
-        "axes": {a: point[a] for a in parse_run_subpath(point["run"])},
-        "model_name": point["model"],
-        "model": model,
-        "train": train,
-        "frequency": dict(cfg["frequency"]),
-    }
-
-
-def value_strings(values) -> list[str]:
-    return [format_value(v) for v in values]

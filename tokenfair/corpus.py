@@ -9,6 +9,7 @@ validation / test by that hash, so a document's split never depends on the order
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib.util
 import json
@@ -201,8 +202,6 @@ def fetch_hf_file(repo: str, revision: str, filename: str, *, endpoint: str | No
 def iter_documents(spec: dict, name: str = "corpus", *, hf_endpoint: str | None = None,
                    hf_cache_dir: str | None = None) -> Iterator[Doc]:
     """The raw documents of a corpus spec (as resolved by tokenfair.config), in a stable order."""
-    from .config import input_files
-
     src = spec["source"]
     key = f"corpora.{name}"
     if src == "embedded":
@@ -238,10 +237,85 @@ def iter_documents(spec: dict, name: str = "corpus", *, hf_endpoint: str | None 
         raise DataError(f"{key}.source: unknown corpus source {src!r}")
 
 
+# --------------------------------------------------------------------------------------------------
+# a corpus's input files (planning time: cheap)
+
+
+EXTENSIONS = {"text": (".txt",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
+
+
+class FileCheckError(DataError):
+    """A corpus input file that the cheap planning-time look rejects; `field` is the corpus spec key at fault
+    (path or text_column), for tokenfair.config to name."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+def corpus_splits(spec: dict) -> list[str]:
+    """The splits a corpus spec produces, in order; train always, others when configured."""
+    splits = ["train"]
+    if spec.get("validation_fraction", 0) > 0:
+        splits.append("validation")
+    if spec.get("test_fraction", 0) > 0 or spec.get("heldout_files"):
+        splits.append("test")
+    return splits
+
+
+def input_files(spec: dict) -> list[str]:
+    """The sorted input files of a text/jsonl/parquet corpus: a file, a directory (recursive) or a glob."""
+    p = spec["path"]
+    exts = EXTENSIONS[spec["source"]]
+    if os.path.isfile(p):
+        return [p]
+    if os.path.isdir(p):
+        found = [
+            os.path.join(root, f) for root, _, files in os.walk(p) for f in files if f.endswith(exts)
+        ]
+    else:
+        found = [f for f in glob.glob(p, recursive=True) if os.path.isfile(f)]
+    return sorted(found)
+
+
+def check_parquet(path: str, text_column: str | None = None) -> None:
+    """A cheap Parquet check: magic bytes, footer schema, and the text column's presence."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 4))
+        tail = fh.read(4)
+    if size < 12 or head != b"PAR1" or tail != b"PAR1":
+        raise FileCheckError(f"{path} is not a Parquet file (no PAR1 magic bytes)", "path")
+    if text_column is not None:
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(path).names
+        except Exception as exc:
+            raise FileCheckError(f"{path} is not a readable Parquet file ({exc})", "path") from None
+        if text_column not in names:
+            raise FileCheckError(f"column {text_column!r} not in {path} (columns: {', '.join(names)})",
+                                 "text_column")
+
+
+def check_jsonl(path: str, text_column: str) -> None:
+    """A cheap JSON-lines check: the first record is a JSON object with the text field."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise FileCheckError(f"{path} first line is not JSON ({exc})", "path") from None
+                if not isinstance(row, dict) or text_column not in row:
+                    raise FileCheckError(f"field {text_column!r} not in the first record of {path}", "text_column")
+                return
+
+
 def local_files(spec: dict) -> list[str]:
     """The input files of a text/jsonl/parquet corpus (the workflow's inputs of prepare); [] for the others."""
-    from .config import input_files
-
     return input_files(spec) if spec["source"] in ("text", "jsonl", "parquet") else []
 
 
@@ -255,7 +329,6 @@ def build_documents(docs: Iterable[Doc], spec: dict, name: str = "corpus") -> di
     Raises DataError for an empty corpus or an empty configured split (not for an `eval_only` corpus, which
     is used whole).
     """
-    from .config import corpus_splits
 
     lowercase = bool(spec.get("lowercase", False))
     vf = float(spec.get("validation_fraction", 0.0))

@@ -32,6 +32,31 @@ RUN_JSON = "run.json"
 RUN_MODEL = "model"
 RUN_NORMS = "norms.parquet"  # final embedding / unembedding row norms per token id
 RUN_CHECKPOINT = "ckpt"  # not a declared output: it survives a failed or killed job
+# The outputs of a train job, by name (rules/train.smk); RUN_MODEL is a folder.
+RUN_FILES = {"per_token": RUN_PER_TOKEN, "train_log": RUN_LOG, "run_json": RUN_JSON, "norms": RUN_NORMS,
+             "model": RUN_MODEL}
+RUN_SUMMARISED = ("per_token", "run_json", "norms")  # what the aggregation reads: a run is finished with them
+
+# The summary of a study (tokenfair.aggregate) and the partial one (the runs that exist now).
+SUMMARY = "summary"
+PARTIAL = os.path.join(SUMMARY, "partial")
+MEMBERSHIP = "membership"  # summary table: the studies of each grid point (long form)
+
+# Job logs and Snakemake benchmarks: <results_dir>/logs/<rule>/..., <results_dir>/benchmarks/<rule>/...
+LOGS = "logs"
+BENCH = "benchmarks"
+
+# The run-path axes: model and weight_decay first, then the train settings a study varies in AXIS_ORDER,
+# then seed. AXIS_ORDER is every train setting that can be an axis. Its order is part of every run's path:
+# reordering it re-paths, hence reruns, every run with two or more of these axes; a new train setting goes
+# at its end.
+FIXED_AXES = ("model", "weight_decay")
+AXIS_ORDER = (
+    "steps", "batch_size", "grad_accum", "seq_len", "lr", "min_lr_ratio", "warmup_steps", "betas", "eps",
+    "grad_clip", "decay_group", "tie_embeddings", "embedding_decay_alpha", "embedding_decay_rows", "dropout",
+    "label_smoothing", "z_loss", "eval_every", "eval_train_tokens", "eval_val_tokens", "eval_batch_size",
+    "log_every", "checkpoint_every", "device", "threads", "precision", "compile",
+)
 
 
 OOD_PREFIX = "ood-"
@@ -55,6 +80,26 @@ def pattern(name: str, results_dir: str) -> str:
 def path(name: str, results_dir: str, **wildcards) -> str:
     """A concrete path: pattern(name) with every wildcard filled."""
     return pattern(name, results_dir).format(**wildcards)
+
+
+def run_files(results_dir: str, corpus: str, tok: str, run: str) -> dict[str, str]:
+    """A run folder ("dir") and each of its files (RUN_FILES)."""
+    folder = path("run", results_dir, corpus=corpus, tok=tok, run=run)
+    return {"dir": folder, **{kind: os.path.join(folder, name) for kind, name in RUN_FILES.items()}}
+
+
+def summary_dir(results_dir: str, partial: bool = False) -> str:
+    return os.path.join(results_dir, PARTIAL if partial else SUMMARY)
+
+
+def log(results_dir: str, rule: str, *parts: str) -> str:
+    """A job's log: <results_dir>/logs/<rule>/<parts>.log (parts may hold wildcards)."""
+    return os.path.join(results_dir, LOGS, rule, *parts) + ".log"
+
+
+def benchmark(results_dir: str, rule: str, *parts: str) -> str:
+    """A job's Snakemake benchmark: <results_dir>/benchmarks/<rule>/<parts>.tsv."""
+    return os.path.join(results_dir, BENCH, rule, *parts) + ".tsv"
 
 
 def format_value(value) -> str:

@@ -1,11 +1,11 @@
 """A study's summary as documentation: the headline numbers per study and a few figures, in one folder.
 
-`publish(cfg, summary_dir, out_dir)` reads the aggregate stage's tables (<results_dir>/summary/*.parquet) and
+`publish(plan, summary_dir, out_dir)` (plan: tokenfair.plan) reads the aggregate stage's tables (<results_dir>/summary/*.parquet) and
 writes `out_dir/README.md` and PNG figures into `out_dir`: the rule `publish` (rules/aggregate.smk), whose
 folder is `aggregate.publish_dir`. Numbers are seed means with a Student-t 95% half-width where a study has
 several seeds; nothing is typed in by hand, so rerunning the rule regenerates the page from the runs.
 
-Sections, by study (tokenfair.config.studies):
+Sections, by study (tokenfair.plan.Plan.studies; a table's rows of a study: the summary's membership table):
 - main: per model x decay, the rare-frequent gap (rare minus frequent token-balanced loss) on train,
   validation and each out-of-domain split; average vs token-balanced loss; per-bin significance counts.
 - every other study: its variants (the axis values / tokenizers it varies) x decay, the same gaps, beside
@@ -24,14 +24,12 @@ from . import paths
 RARE_GAP = "rare_gap"  # aggregate's per-run column: loss_rare - loss_frequent (token-balanced within each)
 
 
-def outputs(cfg: dict) -> list[str]:
+def outputs(plan) -> list[str]:
     """The files `publish` writes into aggregate.publish_dir (none when it is not set)."""
-    from .config import studies
-
-    d = cfg["aggregate"].get("publish_dir")
+    d = plan["aggregate"].get("publish_dir")
     if not d:
         return []
-    figs = ["bin_loss.png"] + (["gap_vs_decay.png"] if len(studies(cfg)) > 1 else [])
+    figs = ["bin_loss.png"] + (["gap_vs_decay.png"] if len(plan.studies) > 1 else [])
     return [os.path.join(d, "README.md"), *(os.path.join(d, f) for f in figs)]
 
 
@@ -40,7 +38,7 @@ def outputs(cfg: dict) -> list[str]:
 
 
 def _key_value(v) -> str:
-    """An identity value as text, the same for a grid point and a table row (None / NaN -> null, 1 -> 1.0)."""
+    """An axis value of a table row as text, for grouping and labels (None / NaN -> null, 1 -> 1.0)."""
     if paths.is_null(v):
         return "null"
     if isinstance(v, np.generic):
@@ -50,47 +48,24 @@ def _key_value(v) -> str:
     return paths.format_value(v)
 
 
-def row_key(row, cols) -> tuple:
-    return tuple(_key_value(row[c]) for c in cols)
-
-
-def study_members(cfg: dict, with_seed: bool) -> tuple[list[str], dict[tuple, list[str]]]:
-    """(identity columns, {identity key -> studies}) over the config's grid; the seed is part of the identity
-    for per-seed tables (runs), not for tables over seeds (runs_by_seed, decay_effects)."""
-    from .aggregate import identity
-    from .config import grid
-
-    points = grid(cfg)
-    cols = [c for c in identity(cfg, points[0]) if with_seed or c != "seed"]
-    out: dict[tuple, list[str]] = {}
-    for p in points:
-        key = row_key(identity(cfg, p), cols)
-        for s in p["studies"]:
-            if s not in out.setdefault(key, []):
-                out[key].append(s)
-    return cols, out
-
-
-def memberships(cfg: dict) -> dict[bool, tuple[list[str], dict[tuple, list[str]]]]:
-    """study_members without (False) and with (True) the seed, computed once for a page."""
-    return {with_seed: study_members(cfg, with_seed) for with_seed in (False, True)}
-
-
-def in_study(df, members: dict, study: str):
-    """The rows of a summary table that belong to `study` (per seed when the table has a seed column);
-    `members` from memberships(cfg)."""
+def in_study(df, membership, study: str):
+    """The rows of a summary table that belong to `study`, by the summary's membership table (one row per
+    grid point x study): matched on corpus, tokenizer and run where the table has a run column, else on the
+    run's axes but the seed (a table over seeds)."""
     if df is None or not len(df):
         return df
-    cols, members = members["seed" in df.columns]
-    mask = [study in members.get(row_key(r, cols), []) for _, r in df[cols].iterrows()]
-    return df[np.asarray(mask, dtype=bool)]
+    if "run" in df.columns:
+        cols = ["corpus", "tokenizer", "run"]
+    else:
+        cols = [c for c in membership.columns if c not in ("run", "study", "seed")]
+    keys = membership.loc[membership["study"] == study, cols].drop_duplicates()
+    hit = df[cols].merge(keys, on=cols, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+    return df[hit]
 
 
-def varied(cfg: dict, study: str) -> list[str]:
+def varied(plan, study: str) -> list[str]:
     """The columns a study varies beside weight_decay: its axes, and tokenizer when it has several."""
-    from .config import studies
-
-    spec = dict(studies(cfg))[study]
+    spec = dict(plan.studies)[study]
     cols = list(spec["axes"])
     if len(spec["tokenizers"]) > 1:
         cols.insert(0, "tokenizer")
@@ -155,12 +130,11 @@ def _read(summary_dir: str, name: str):
     return pd.read_parquet(path) if os.path.exists(path) else None
 
 
-def study_runs(cfg, members: dict, runs, study: str):
+def study_runs(plan, members, runs, study: str):
     """Per-seed runs of `study`, and its base: the main study's runs of the same models, tokenizers, decays
-    and seeds that the study does not hold itself (the axes at their base values)."""
-    from .config import studies
-
-    spec = dict(studies(cfg))[study]
+    and seeds that the study does not hold itself (the axes at their base values). `members`: the summary's
+    membership table."""
+    spec = dict(plan.studies)[study]
     own = in_study(runs, members, study)
     main = in_study(runs, members, "main")
     base = main[main["model"].isin(spec["models"]) & main["tokenizer"].isin(spec["tokenizers"])
@@ -168,10 +142,8 @@ def study_runs(cfg, members: dict, runs, study: str):
     return own, base[~base["run"].isin(own["run"])] if "run" in base else base
 
 
-def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str]:
-    """Write out_dir/README.md and its figures from the summary tables; returns the files written."""
-    from .aggregate import study_splits
-    from .config import studies
+def publish(plan, summary_dir: str, out_dir: str, command: str) -> list[str]:
+    """Write out_dir/README.md and its figures from the summary tables of a plan; returns the files written."""
     from .io import atomic_path
     from . import plots
     from .plots import decay_colors, save_figure
@@ -179,18 +151,18 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
     os.makedirs(out_dir, exist_ok=True)
     from .aggregate import by_seed
 
-    members = memberships(cfg)
+    members = _read(summary_dir, paths.MEMBERSHIP)
     runs = _read(summary_dir, "runs")
     runs_seed = _read(summary_dir, "runs_by_seed")
     bins_seed = _read(summary_dir, "bins_by_seed")
     effects = _read(summary_dir, "decay_effects")
     norms = _read(summary_dir, "embedding_norms_by_seed")
-    splits = study_splits(cfg)
+    splits = plan.splits
     written = []
     lines = [f"# {os.path.basename(os.path.normpath(out_dir))}: the study's numbers and figures", "",
-             f"Generated from `{cfg['results_dir']}/summary/` by `{command}` (tokenfair.publish); do not edit by "
+             f"Generated from `{plan['results_dir']}/summary/` by `{command}` (tokenfair.publish); do not edit by "
              "hand. Losses are in nats per token, from the final step. *Gap* = rare − frequent loss: the "
-             f"token-balanced loss of the ids below the {cfg['frequency']['rare_percentile']:g}th train-count "
+             f"token-balanced loss of the ids below the {plan['frequency']['rare_percentile']:g}th train-count "
              "percentile minus that of the others. With several seeds: mean ± Student-t 95% half-width.", ""]
 
     # --- main ---------------------------------------------------------------------------------------------
@@ -216,7 +188,7 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
     lines += [md_table(header, rows), ""]
     if effects is not None and "significant" in effects.columns:
         eff = in_study(effects, members, "main")
-        level = cfg["aggregate"]["significance_level"]
+        level = plan["aggregate"]["significance_level"]
         lines += [f"Bins whose token-balanced loss differs from decay {eff['weight_decay_ref'].min():g} "
                   f"(paired t-test over seeds, Holm-corrected over the bins, level {level:g}): up / down / tested.", ""]
         rows = []
@@ -237,11 +209,11 @@ def publish(cfg: dict, summary_dir: str, out_dir: str, command: str) -> list[str
 
     # --- the other studies -----------------------------------------------------------------------------------
     gap_panels: dict[str, list] = {}
-    for name, spec in studies(cfg):
+    for name, spec in plan.studies:
         if name == "main":
             continue
-        own, base = study_runs(cfg, members, runs, name)
-        cols = varied(cfg, name)
+        own, base = study_runs(plan, members, runs, name)
+        cols = varied(plan, name)
         lines += [f"## {name}", "",
                   f"{', '.join(spec['models'])}; seeds {', '.join(map(str, spec['seeds']))}; decays "
                   f"{', '.join(f'{w:g}' for w in spec['weight_decays'])}; varies "

@@ -1,12 +1,13 @@
 """Job resources for the cluster: what each rule asks SLURM for, and the plan's cost, torch-free.
 
-Snakemake calls the resource values below per job (`wildcards`, `attempt`); `rules/common.smk` wires them.
+Snakemake calls the resource values below per job (`wildcards`, `attempt`); `rules/resources.smk` wires them.
 Site values (partitions, account, GPU model) are never in the project: they come from the environment
 (`ENV`, which wins) or from the config's `resources:` section. Without any, jobs go to the cluster's default
 partition and the GPU-memory check is skipped.
 
-- CPU rules add `placement(site, gpu=False)` to their own mem_mb / runtime (which grow with `attempt`): the
-  CPU partition and account when configured; never a GPU.
+- CPU rules (`cpu_resources`, `prepare_resources`, `aggregate_resources`, `publish_resources`): mem_mb and
+  runtime from the job's input size (or the grid's), growing with `attempt`, in the CPU partition and account
+  when configured (`placement(site, gpu=False)`); never a GPU.
 - train (`train_resources`): one GPU (unless `train.device: cpu`), `cpus_per_task` = `train.threads`,
   host memory and runtime from the model preset and the step count (`estimate_train`), growing with
   `attempt` (the profile's `retries` resubmit a timed-out run with more time; it resumes from `ckpt/`),
@@ -263,6 +264,61 @@ def train_resources(cfg: dict, s: Site, estimate_of) -> dict:
     if gpu:
         out["gpu"] = 1  # the executor's spelling: --gpus=1 (or --gpus=<gpu_model>:1)
     return out
+
+
+# CPU rules whose cost follows the size of their input (MB): host memory (MB) = mem_base + mem_per_mb x input,
+# runtime (minutes) = minutes + input / mb_per_minute (no such term when None); both x attempt.
+CPU_RULES = {  # rule: (mem_base, mem_per_mb, minutes, mb_per_minute)
+    "tokenizer": (2000, 12, 10, 30),
+    "tokenize": (1500, 6, 10, 50),  # and tokenize_ood
+    "count": (1500, 1, 10, 1000),
+    "zipf": (1000, 2, 10, None),
+}
+
+
+def cpu_resources(s: Site, rule: str) -> dict:
+    """Resources of a CPU rule of CPU_RULES (`resources: **cpu_resources(SITE, rule)`)."""
+    mem_base, mem_per_mb, minutes, mb_per_minute = CPU_RULES[rule]
+    return {
+        "mem_mb": lambda wildcards, input, attempt: int((mem_base + mem_per_mb * input.size_mb) * attempt),
+        "runtime": lambda wildcards, input, attempt: int(
+            (minutes + (input.size_mb / mb_per_minute if mb_per_minute else 0)) * attempt),
+        **placement(s, gpu=False),
+    }
+
+
+def prepare_resources(s: Site, corpora: dict) -> dict:
+    """Resources of prepare: from the corpus's own files; an hf corpus's files are fetched by the job itself,
+    their size unknown when planning."""
+
+    def hf(wildcards) -> bool:
+        return corpora[wildcards.corpus]["source"] == "hf"
+
+    return {
+        "mem_mb": lambda wildcards, input, attempt: int((4000 if hf(wildcards) else 1000 + 6 * input.size_mb) * attempt),
+        "runtime": lambda wildcards, input, attempt: int((60 if hf(wildcards) else 10 + input.size_mb / 100) * attempt),
+        **placement(s, gpu=False),
+    }
+
+
+def aggregate_resources(s: Site, n_points: int) -> dict:
+    """Resources of aggregate and aggregate_partial (a grid of n_points). Peak RSS measured by
+    benchmarks/bench_aggregate.py for 1,000 runs x 152k ids x 2 splits x 11 eval points: ~560 MB per worker
+    process (one run + imports), ~650 MB for the main process (the summary tables)."""
+    return {
+        "mem_mb": lambda wildcards, threads, attempt: int((800 + 700 * threads) * attempt),
+        "runtime": lambda wildcards, attempt: (10 + n_points // 20) * attempt,
+        **placement(s, gpu=False),
+    }
+
+
+def publish_resources(s: Site) -> dict:
+    """Resources of publish (a few summary tables and two figures)."""
+    return {
+        "mem_mb": lambda wildcards, attempt: 2000 * attempt,
+        "runtime": lambda wildcards, attempt: 10 * attempt,
+        **placement(s, gpu=False),
+    }
 
 
 def summary_line(rule_counts: dict[str, int], gpus: int, gpu_hours: float, cpu_hours: float, s: Site) -> str:
