@@ -37,14 +37,16 @@ sys.path.insert(0, ROOT)
 CORPUS, TOK = "bench", "bpe"
 
 
-def make_config(results_dir: str, n_runs: int, vocab: int, n_steps: int) -> dict:
+def make_config(results_dir: str, n_runs: int, vocab: int, n_steps: int):
+    """The plan (tokenfair.plan) of a synthetic grid of about n_runs runs."""
     from tokenfair import config as tfconfig
+    from tokenfair import plan as tfplan
 
     n_models = 10 if n_runs >= 100 else 2
     n_decays = 10 if n_runs >= 100 else 3
     n_seeds = max(1, n_runs // (n_models * n_decays))
     steps = 100 * (n_steps - 1)
-    return tfconfig.resolve({
+    return tfplan.build(tfconfig.resolve({
         "results_dir": results_dir,
         "corpora": {CORPUS: {"source": "embedded", "name": "sotu", "validation_fraction": 0.1}},
         "tokenizers": {TOK: {"type": "bpe", "vocab_size": vocab}},
@@ -52,7 +54,7 @@ def make_config(results_dir: str, n_runs: int, vocab: int, n_steps: int) -> dict
         "weight_decays": [round(0.1 * i, 3) for i in range(n_decays)],
         "seeds": list(range(n_seeds)),
         "train": {"steps": steps, "eval_every": 100},
-    }, check_files=False)
+    }, check_files=False))
 
 
 def per_token_table(vocab: int, steps: list[int], samples: dict, rarity, wd: float, seed: int):
@@ -90,7 +92,6 @@ def generate(cfg: dict, vocab: int, n_steps: int, distinct: int) -> dict:
 
     from tokenfair import paths
     from tokenfair.aggregate import run_files
-    from tokenfair.config import grid
     from tokenfair.counts import frequency_table
 
     t0 = time.perf_counter()
@@ -111,7 +112,7 @@ def generate(cfg: dict, vocab: int, n_steps: int, distinct: int) -> dict:
                "validation": rng.multinomial(262_144, p).astype(np.int64)}
     rarity = np.log(train_counts.max() + 1) - np.log(train_counts + 1)
     steps = [100 * i for i in range(n_steps)]
-    points = grid(cfg)
+    points = cfg.points
     sources, norm_sources, sizes = [], [], []
     for i, point in enumerate(points):
         f = run_files(cfg, point)
@@ -143,7 +144,6 @@ def _peak_rss_mb() -> tuple[float, float]:
 def _child(kind: str, cfg: dict, args: dict, queue) -> None:
     try:
         from tokenfair import aggregate as A
-        from tokenfair.config import grid
 
         if kind == "aggregate":
             res = A.aggregate(cfg, workers=args["workers"])
@@ -152,7 +152,7 @@ def _child(kind: str, cfg: dict, args: dict, queue) -> None:
                    "cpu_main": me.ru_utime + me.ru_stime,
                    "cpu_workers": kids.ru_utime + kids.ru_stime}
         elif kind == "collect":
-            points = grid(cfg)[: args["n"]]
+            points = cfg.points[: args["n"]]
             A.collect(cfg, points[:1])  # numba's cache load and imports out of the timing
             times, cpus = [], []
             for _ in range(args["repeats"]):
@@ -194,13 +194,12 @@ def pandas_baseline(cfg: dict, n: int):
     import pandas as pd
 
     from tokenfair.aggregate import frequency_file, run_files
-    from tokenfair.config import grid
 
     rare_pct = cfg["frequency"]["rare_percentile"]
     freq = pd.read_parquet(frequency_file(cfg, CORPUS, TOK), columns=["token_id", "bin", "percentile", "special"])
     freq["rare"] = freq["percentile"] < rare_pct
     frames = []
-    for i, point in enumerate(grid(cfg)[:n]):
+    for i, point in enumerate(cfg.points[:n]):
         df = pd.read_parquet(run_files(cfg, point)["per_token"])
         df["run"] = i
         frames.append(df)

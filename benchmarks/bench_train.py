@@ -93,6 +93,7 @@ def tokenfair_loop(settings: dict, data: dict, out: Path) -> tuple[float, float]
 
 def main(argv=None):
     from tokenfair import config as tfconfig
+    from tokenfair import plan as tfplan
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(REPO / "config.yaml"))
@@ -110,8 +111,8 @@ def main(argv=None):
     cfg["train"]["steps"] = args.steps
     if args.threads:
         cfg["train"]["threads"] = args.threads
-    point = next(p for p in tfconfig.grid(cfg))
-    settings = tfconfig.run_settings(cfg, point)
+    plan = tfplan.build(cfg)
+    settings = plan.settings(plan.points[0])
     t = settings["train"]
     vocab = next(iter(cfg["tokenizers"].values())).get("vocab_size", 4096)
     with tempfile.TemporaryDirectory() as tmp:

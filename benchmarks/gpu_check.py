@@ -41,23 +41,23 @@ DEFAULT_INPUTS = {"tokenizer.json": "sotu/tok~bpe4k/tokenizer.json", "train.npy"
 
 def prepare(out: Path, results: Path) -> None:
     from tokenfair import config as C
+    from tokenfair import plan as P
     from tokenfair import resources as R
 
     out.mkdir(parents=True, exist_ok=True)
-    cfg = C.load(str(REPO / "configs" / "paper.yaml"))
+    cfg = P.build(C.load(str(REPO / "configs" / "paper.yaml")))
     site = R.site(cfg)
     plan = {"gpu_model": site.gpu_model, "models": {}}
-    for p in C.grid(cfg):
+    for p in cfg.points:
         if p["weight_decay"] != 0.1 or p["seed"] != 0 or p["corpus"] != "imdb" or p["model"] in plan["models"]:
             continue
-        s = C.run_settings(cfg, p)
+        s = cfg.settings(p)
         est = R.estimate_train(s, R.vocab_size(cfg, p["tok"]), site)
         plan["models"][p["model"]] = {"settings": s, "vocab": R.vocab_size(cfg, p["tok"]),
                                       "estimate": {"hours": est.hours, "gpu_memory_gb": est.gpu_memory_gb,
                                                    "parameters": est.parameters}}
-    local = C.load(str(REPO / "config.yaml"))
-    g = C.grid(local)
-    plan["smoke"] = C.run_settings(local, next(p for p in g if p["model"] == "tiny-m" and p["weight_decay"] == 1.0))
+    local = P.build(C.load(str(REPO / "config.yaml")))
+    plan["smoke"] = local.settings(next(p for p in local.points if p["model"] == "tiny-m" and p["weight_decay"] == 1.0))
     (out / "plan.json").write_text(json.dumps(plan, indent=1))
     for name, rel in DEFAULT_INPUTS.items():
         shutil.copy(results / rel, out / name)

@@ -71,7 +71,7 @@ rule tokenize:
     conda:
         "../envs/data.yaml"
     script:
-        "../scripts/tokenize.py"
+        "../scripts/tokenize_documents.py"
 
 
 # An evaluation-only corpus ({other}), all of its documents, through a training corpus's tokenizer, with

@@ -15,6 +15,7 @@ from tokenfair import aggregate as A
 from tokenfair import config as tfconfig
 from tokenfair import metrics as M
 from tokenfair import paths
+from tokenfair import plan as tfplan
 from tokenfair.counts import frequency_table
 from tokenfair.errors import DataError
 
@@ -32,7 +33,7 @@ def make_cfg(results_dir, **over):
         "seeds": [0, 1],
         **over,
     }
-    return tfconfig.resolve(cfg, check_files=False)
+    return tfplan.build(tfconfig.resolve(cfg, check_files=False))
 
 
 def train_counts():
@@ -72,7 +73,7 @@ def write_tree(cfg):
     for i, s in enumerate(splits):
         if s not in sample:  # an evaluation-only corpus: a flatter distribution
             sample[s] = np.random.default_rng(10 + i).multinomial(2000, (counts + 5.0) / (counts + 5.0).sum())
-    for point in tfconfig.grid(cfg):
+    for point in cfg.points:
         rng = np.random.default_rng(zlib.crc32(point["run"].encode()))
         cols = {k: [] for k in A.PER_TOKEN_COLUMNS}
         for split in splits:
@@ -131,7 +132,7 @@ def test_runs_table_matches_a_direct_computation(study):
                                  "validation_rare_gap", "train_spearman"}
     assert runs.groupby("model")["n_params"].first().to_dict() == {"tiny-s": 5000, "tiny-xs": 1000}
     # one run by plain pandas
-    point = tfconfig.grid(cfg)[5]
+    point = cfg.points[5]
     pt = pd.read_parquet(A.run_files(cfg, point)["per_token"])
     pt = pt[(pt["step"] == 100) & (pt["split"] == "validation") & (pt["token_id"] >= 2)]
     seen = pt[pt["count"] > 0]
@@ -235,7 +236,7 @@ def test_embedding_norms_by_hand(study):
     plain = freq[~freq["special"]]
     n_bins = plain["bin"].nunique()
     assert len(en) == 12 * 2 * n_bins and set(en["matrix"]) == {"embedding", "unembedding"}
-    for point in (tfconfig.grid(cfg)[5], tfconfig.grid(cfg)[0]):  # tiny-s (separate head) and tiny-xs (tied)
+    for point in (cfg.points[5], cfg.points[0]):  # tiny-s (separate head) and tiny-xs (tied)
         emb, unemb, tied = norm_values(counts, point)
         run = en[(en["model"] == point["model"]) & (en["weight_decay"] == point["weight_decay"])
                  & (en["seed"] == point["seed"])]
@@ -324,7 +325,7 @@ def test_ood_split_null_axes_and_studies(tmp_path):
 def test_partial_lists_the_missing_points(tmp_path):
     cfg = make_cfg(tmp_path, seeds=[0], models=["tiny-xs"], aggregate={"figure_formats": ["png"]})
     write_tree(cfg)
-    gone = A.run_files(cfg, tfconfig.grid(cfg)[1])
+    gone = A.run_files(cfg, cfg.points[1])
     os.remove(gone["per_token"])
     with pytest.raises(DataError, match="1 of 3 grid points"):
         A.aggregate(cfg)
@@ -342,7 +343,7 @@ def test_partial_lists_the_missing_points(tmp_path):
 
 def test_parallel_workers_give_the_same_tables(study):
     cfg, _, res = study
-    par = A.collect(cfg, tfconfig.grid(cfg)[:4], workers=2)
+    par = A.collect(cfg, cfg.points[:4], workers=2)
     pd.testing.assert_frame_equal(par["runs"], res["runs"].iloc[:4].reset_index(drop=True), check_dtype=False)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from tokenfair import config as tfconfig
 from tokenfair import paths
+from tokenfair import plan as tfplan
 from tokenfair import train as tt
 from tokenfair.errors import ConfigError, DataError
 
@@ -292,7 +293,7 @@ def study_cfg(**extra):
     base = {"corpora": {"sotu": {"source": "embedded"}},
             "tokenizers": {"bpe1k": {"type": "bpe", "vocab_size": 1024}, "bpe4k": {"type": "bpe", "vocab_size": 4096}},
             "models": ["tiny-xs", "tiny-s"], "weight_decays": [0.0, 1.0], "seeds": [0, 1]}
-    return tfconfig.resolve({**base, **extra}, check_files=False)
+    return tfplan.build(tfconfig.resolve({**base, **extra}, check_files=False))
 
 
 def test_studies_share_points_and_name_only_non_base_values():
@@ -302,7 +303,7 @@ def test_studies_share_points_and_name_only_non_base_values():
         "alpha": {"models": ["tiny-s"], "seeds": [0], "weight_decays": [1.0], "tokenizers": ["bpe4k"],
                   "axes": {"embedding_decay_alpha": [None, 0.5]}},
     })
-    g = tfconfig.grid(cfg)
+    g = cfg.points
     main = [p for p in g if "main" in p["studies"]]
     assert len(main) == 2 * 2 * 2 * 2  # tokenizers x models x decays x seeds
     runs = {(p["tok"], p["run"]): p["studies"] for p in g}
@@ -310,16 +311,15 @@ def test_studies_share_points_and_name_only_non_base_values():
     assert runs[("bpe4k", "model~tiny-s/weight_decay~0.0/decay_group~matrices_no_embeddings/seed~0")] == ["groups"]
     assert runs[("bpe4k", "model~tiny-s/weight_decay~1.0/embedding_decay_alpha~0.5/seed~0")] == ["alpha"]
     assert len(g) == 16 + 2 + 1
-    assert tfconfig.axis_names(cfg) == ["model", "weight_decay", "decay_group", "embedding_decay_alpha", "seed"]
-    assert len(tfconfig.select({**cfg, "only": {"study": ["groups"]}})) == 4
+    assert cfg.axis_names == ["model", "weight_decay", "decay_group", "embedding_decay_alpha", "seed"]
+    assert len(tfplan.build({**cfg.config, "only": {"study": ["groups"]}}).selected) == 4
     p = next(p for p in g if p["run"].endswith("embedding_decay_alpha~0.5/seed~0"))
-    s = tfconfig.run_settings(cfg, p)
+    s = cfg.settings(p)
     assert s["train"]["embedding_decay_alpha"] == 0.5 and s["axes"]["embedding_decay_alpha"] == 0.5
     # a shared point's settings do not depend on the studies that hold it (adding a study reruns nothing)
     shared = next(p for p in g if p["tok"] == "bpe4k" and p["run"] == "model~tiny-s/weight_decay~1.0/seed~0")
     alone = study_cfg()
-    assert tfconfig.run_settings(cfg, shared) == tfconfig.run_settings(alone, tfconfig.grid_index(alone)[
-        ("sotu", "bpe4k", "model~tiny-s/weight_decay~1.0/seed~0")])
+    assert cfg.settings(shared) == alone.settings(alone.point("sotu", "bpe4k", "model~tiny-s/weight_decay~1.0/seed~0"))
 
 
 def test_vocabulary_size_as_an_axis():
@@ -327,10 +327,10 @@ def test_vocabulary_size_as_an_axis():
     `studies.main` keeps the top-level grid to one of them."""
     cfg = study_cfg(studies={"main": {"tokenizers": ["bpe4k"]},
                              "vocab": {"models": ["tiny-xs"], "seeds": [0], "weight_decays": [1.0]}})
-    vocab = [p for p in tfconfig.grid(cfg) if "vocab" in p["studies"]]
+    vocab = [p for p in cfg.points if "vocab" in p["studies"]]
     assert sorted(p["tok"] for p in vocab) == ["bpe1k", "bpe4k"]
-    assert {p["tok"] for p in tfconfig.grid(cfg) if "main" in p["studies"]} == {"bpe4k"}
-    assert [name for name, _ in tfconfig.studies(cfg)] == ["main", "vocab"]
+    assert {p["tok"] for p in cfg.points if "main" in p["studies"]} == {"bpe4k"}
+    assert [name for name, _ in cfg.studies] == ["main", "vocab"]
 
 
 def test_larger_vocabulary_has_more_rare_tokens(speeches):
@@ -348,11 +348,11 @@ def test_larger_vocabulary_has_more_rare_tokens(speeches):
 def test_tie_embeddings_and_model_train_settings_in_run_settings():
     cfg = study_cfg(models={"tiny-s": "tiny-s", "big": {"preset": "tiny-s", "train": {"seq_len": 32}}},
                     axes={"tie_embeddings": [None, True]})
-    g = tfconfig.grid(cfg)
-    big = [tfconfig.run_settings(cfg, p) for p in g if p["model"] == "big"]
+    g = cfg.points
+    big = [cfg.settings(p) for p in g if p["model"] == "big"]
     assert {s["train"]["seq_len"] for s in big} == {32}
-    assert {s["train"]["seq_len"] for s in (tfconfig.run_settings(cfg, p) for p in g if p["model"] == "tiny-s")} == {64}
-    tied = [tfconfig.run_settings(cfg, p) for p in g if "tie_embeddings~true" in p["run"]]
+    assert {s["train"]["seq_len"] for s in (cfg.settings(p) for p in g if p["model"] == "tiny-s")} == {64}
+    tied = [cfg.settings(p) for p in g if "tie_embeddings~true" in p["run"]]
     assert tied and all(s["model"]["tie_word_embeddings"] is True for s in tied)
     assert all("tie_embeddings~" not in p["run"] for p in g if p["tie_embeddings"] is None)
 

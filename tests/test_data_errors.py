@@ -13,7 +13,7 @@ import pytest
 from pathlib import Path
 
 from conftest import minimal_config, parquet_bytes, run_snakemake, write_config
-from tokenfair import config, corpus
+from tokenfair import config, corpus, plan
 from tokenfair.errors import ConfigError, DataError
 
 
@@ -84,7 +84,8 @@ def test_eval_only_errors_name_the_key(corpora, key):
 def test_eval_only_corpus_is_accepted():
     cfg = config.resolve(minimal_config({"c": {"source": "embedded"},
                                          "ood": {"source": "embedded", "name": "pydoc", "eval_only": True}}))
-    assert config.eval_corpora(cfg) == ["ood"] and list(config.training_corpora(cfg)) == [("c", "bpe")]
+    p = plan.build(cfg)
+    assert p.eval_corpora == ["ood"] and p.training_corpora == [("c", "bpe")]
 
 
 def test_vocab_size_integral_float_is_accepted():

@@ -189,7 +189,7 @@ def test_bad_shapes_name_the_key(entry, field):
 
 
 def test_config_checks_seq_len_against_openelm_context(tmp_path):
-    from tokenfair import config
+    from tokenfair import config, plan
 
     cfg = {
         "corpora": {"c": {"source": "text", "path": str(tmp_path / "x.txt")}},
@@ -202,9 +202,8 @@ def test_config_checks_seq_len_against_openelm_context(tmp_path):
     with pytest.raises(ConfigError, match="train.seq_len"):
         config.resolve(cfg, check_files=False)
     cfg["train"]["seq_len"] = 128
-    resolved = config.resolve(cfg, check_files=False)
-    point = config.grid(resolved)[0]
-    assert config.run_settings(resolved, point)["model"]["max_position_embeddings"] == 128
+    resolved = plan.build(config.resolve(cfg, check_files=False))
+    assert resolved.settings(resolved.points[0])["model"]["max_position_embeddings"] == 128
 
 
 def test_preset_names_sorted():

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import minimal_config
 from tokenfair import config as tfconfig
+from tokenfair import plan as tfplan
 from tokenfair import presets
 from tokenfair import resources as tfres
 from tokenfair.errors import ConfigError
@@ -18,8 +19,9 @@ def cfg_with(**extra) -> dict:
 
 
 def estimate(cfg: dict, s: tfres.Site, point: int = 0) -> tfres.TrainEstimate:
-    p = tfconfig.grid(cfg)[point]
-    return tfres.estimate_train(tfconfig.run_settings(cfg, p), tfres.vocab_size(cfg, p["tok"]), s)
+    plan = tfplan.build(cfg)
+    p = plan.points[point]
+    return tfres.estimate_train(plan.settings(p), tfres.vocab_size(cfg, p["tok"]), s)
 
 
 class Wildcards:

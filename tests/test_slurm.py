@@ -25,6 +25,7 @@ import pytest
 from conftest import REPO, write_config
 from tokenfair import config as tfconfig
 from tokenfair import paths
+from tokenfair import plan as tfplan
 from tokenfair.errors import ConfigError
 
 REQUIRE_SLURM = os.environ.get("TOKENFAIR_REQUIRE_SLURM") == "1"
@@ -49,7 +50,7 @@ CONFIG = {
         "eval_val_tokens": 2048,
     },
 }
-RUNS = [p["run"] for p in tfconfig.grid(tfconfig.resolve(CONFIG))]
+RUNS = [p["run"] for p in tfplan.build(tfconfig.resolve(CONFIG)).points]
 SITE_ENV = {"TOKENFAIR_GPU_PARTITION": "gpu", "TOKENFAIR_CPU_PARTITION": "cpu"}
 STATUS = ["--slurm-init-seconds-before-status-checks", "2"]  # poll soon: the test jobs take seconds
 
@@ -76,16 +77,19 @@ def run_folder(work: Path, run: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# `only:` (tokenfair.config.select)
+# `only:` (tokenfair.plan.select)
+
+
+def selected(config: dict) -> list[dict]:
+    return tfplan.build(tfconfig.resolve(config)).selected
 
 
 def test_only_selects_grid_points_by_axis_values():
-    cfg = tfconfig.resolve({**CONFIG, "only": {"model": ["tiny-s"], "weight_decay": [1]}})
-    assert [p["run"] for p in tfconfig.select(cfg)] == ["model~tiny-s/weight_decay~1.0/seed~0"]
+    assert [p["run"] for p in selected({**CONFIG, "only": {"model": ["tiny-s"], "weight_decay": [1]}})] == [
+        "model~tiny-s/weight_decay~1.0/seed~0"]
     for spelled in ("0.0", "0", 0):  # --config hands values over as strings
-        cfg = tfconfig.resolve({**CONFIG, "only": {"weight_decay": [spelled]}})
-        assert [p["model"] for p in tfconfig.select(cfg)] == ["tiny-xs", "tiny-s"]
-    assert len(tfconfig.select(tfconfig.resolve(CONFIG))) == len(RUNS) == 4
+        assert [p["model"] for p in selected({**CONFIG, "only": {"weight_decay": [spelled]}})] == ["tiny-xs", "tiny-s"]
+    assert len(selected(CONFIG)) == len(RUNS) == 4
 
 
 @pytest.mark.parametrize(
@@ -98,7 +102,7 @@ def test_only_selects_grid_points_by_axis_values():
 )
 def test_only_names_an_unknown_axis_or_value(only, message):
     with pytest.raises(ConfigError) as err:
-        tfconfig.select(tfconfig.resolve({**CONFIG, "only": only}))
+        selected({**CONFIG, "only": only})
     assert str(err.value).startswith(message)
 
 

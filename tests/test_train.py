@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tokenfair import config as tfconfig
+from tokenfair import plan as tfplan
 from tokenfair import paths
 from tokenfair import train as tt
 from tokenfair.errors import DataError
@@ -51,7 +52,8 @@ def settings_for(model: str = "tiny-xs", weight_decay: float = 0.1, seed: int = 
         "corpora": {"sotu": {"source": "embedded"}}, "tokenizers": {"bpe": {"type": "bpe", "vocab_size": 512}},
         "models": [model], "weight_decays": [weight_decay], "seeds": [seed], "train": {**TRAIN, **train},
     }, check_files=False)
-    return tfconfig.run_settings(cfg, tfconfig.grid(cfg)[0])
+    plan = tfplan.build(cfg)
+    return plan.settings(plan.points[0])
 
 
 def run_into(out: Path, data: dict, settings: dict | None = None) -> dict:

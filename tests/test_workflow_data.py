@@ -14,21 +14,14 @@ from tokenizers import Tokenizer
 from conftest import jsonl_bytes, minimal_config, parquet_bytes, run_snakemake, write_config
 from tokenfair import config as tfconfig
 from tokenfair import paths
+from tokenfair import plan as tfplan
 
 REV = "89abcdef0123456789abcdef0123456789abcdef"
 
 
 def data_targets(cfg: dict) -> list[str]:
     """Every data-stage output of a config (relative to its working directory)."""
-    cfg = tfconfig.resolve(cfg, check_files=False)
-    out = []
-    for corpus, tok in tfconfig.training_corpora(cfg):
-        for split in tfconfig.corpus_splits(cfg["corpora"][corpus]):
-            out.append(paths.path("frequency", cfg["results_dir"], corpus=corpus, tok=tok, split=split))
-        out += [paths.path("zipf", cfg["results_dir"], corpus=corpus, tok=tok, ext=e) for e in ("png", "pdf")]
-        out += [paths.path("ood_tokens", cfg["results_dir"], corpus=corpus, tok=tok, other=o)
-                for o in tfconfig.eval_corpora(cfg)]
-    return out
+    return tfplan.build(tfconfig.resolve(cfg, check_files=False)).data_targets()
 
 
 def independent_counts(documents, tokenizer_json, split, eod=True):
@@ -48,17 +41,17 @@ def default_run(tmp_path_factory, repo_root):
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     res = run_snakemake(work, *data_targets(cfg))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return work, tfconfig.resolve(cfg)
+    return work, tfplan.build(tfconfig.resolve(cfg))
 
 
 def test_default_frequency_tables_match_an_independent_count(default_run):
     """Acceptance check: the embedded corpus's tables equal a re-encoding + np.bincount, exactly."""
     work, cfg = default_run
     r = work / cfg["results_dir"]
-    for corpus, tok_id in tfconfig.training_corpora(cfg):
+    for corpus, tok_id in cfg.training_corpora:
         docs = r / corpus / "documents.parquet"
         tokenizer = r / corpus / f"tok~{tok_id}" / "tokenizer.json"
-        for split in tfconfig.corpus_splits(cfg["corpora"][corpus]):
+        for split in cfg.corpus_splits(corpus):
             expected, tok = independent_counts(docs, tokenizer, split)
             table = pq.read_table(r / corpus / f"tok~{tok_id}" / "frequency" / f"{split}.parquet").to_pydict()
             np.testing.assert_array_equal(np.array(table["count"]), expected)

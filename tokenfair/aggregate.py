@@ -799,7 +799,7 @@ def write_readme(cfg, tables, out_dir, figures, partial, n_present, n_missing) -
         f"{', '.join(str(s) for s in cfg['seeds'])}. Special tokens are left out of every metric. "
         f"Rare = train-count percentile below {cfg['frequency']['rare_percentile']}, frequent = the rest; bins = "
         f"powers of {cfg['frequency']['bin_base']} of the train count.\n")
-    from .config import training_corpora
+    from .plan import training_corpora
     from .metrics import unigram_entropy
 
     for corpus, tok in training_corpora(cfg):

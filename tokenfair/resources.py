@@ -163,7 +163,7 @@ def _layers_hidden(spec: dict) -> tuple[int, int]:
 
 
 def estimate_train(settings: dict, vocab: int, s: Site) -> TrainEstimate:
-    """Cost of one training run (`settings` from tokenfair.config.run_settings) on the site's device."""
+    """Cost of one training run (`settings` from tokenfair.plan.Plan.settings) on the site's device."""
     spec, t = settings["model"], settings["train"]
     gpu = t["device"] != "cpu"
     n = presets.estimate_parameters(spec, vocab)
