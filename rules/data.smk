@@ -71,7 +71,7 @@ rule tokenize:
     conda:
         "../envs/data.yaml"
     script:
-        "../scripts/tokenize_documents.py"
+        "../scripts/tokenize_split.py"
 
 
 # An evaluation-only corpus ({other}), all of its documents, through a training corpus's tokenizer, with

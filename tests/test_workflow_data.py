@@ -13,7 +13,6 @@ from tokenizers import Tokenizer
 
 from conftest import jsonl_bytes, minimal_config, parquet_bytes, run_snakemake, write_config
 from tokenfair import config as tfconfig
-from tokenfair import paths
 from tokenfair import plan as tfplan
 
 REV = "89abcdef0123456789abcdef0123456789abcdef"
