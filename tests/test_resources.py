@@ -146,6 +146,29 @@ def test_cpu_jobs_and_cpu_training_never_ask_for_a_gpu():
     res = tfres.train_resources(cfg, s, lambda w: estimate(cfg, s))
     assert not {"gpu", "gpu_model", "gres"} & set(res) and res["slurm_partition"] == "cpu"
     assert res["cpus_per_task"] == 4
+    rules = [*(tfres.cpu_resources(s, r) for r in tfres.CPU_RULES), tfres.prepare_resources(s, {}),
+             tfres.aggregate_resources(s, 10), tfres.publish_resources(s)]
+    assert all(not {"gpu", "gpu_model", "gres"} & set(r) and r["slurm_partition"] == "cpu" for r in rules)
+
+
+def test_cpu_rules_grow_with_their_input_and_attempt():
+    class Input:
+        size_mb = 300
+
+    class Corpus:
+        corpus = "web"
+
+    s = tfres.Site()
+    tokenize = tfres.cpu_resources(s, "tokenize")
+    assert (tokenize["mem_mb"](Corpus, Input, 1), tokenize["runtime"](Corpus, Input, 1)) == (1500 + 6 * 300, 10 + 6)
+    assert tokenize["mem_mb"](Corpus, Input, 2) == 2 * (1500 + 6 * 300)
+    assert tfres.cpu_resources(s, "zipf")["runtime"](Corpus, Input, 3) == 30  # not the input's size
+    prepare = tfres.prepare_resources(s, {"web": {"source": "hf"}})
+    assert (prepare["mem_mb"](Corpus, Input, 1), prepare["runtime"](Corpus, Input, 2)) == (4000, 120)  # size unknown
+    prepare = tfres.prepare_resources(s, {"web": {"source": "text"}})
+    assert (prepare["mem_mb"](Corpus, Input, 1), prepare["runtime"](Corpus, Input, 1)) == (1000 + 6 * 300, 13)
+    aggregate = tfres.aggregate_resources(s, 400)
+    assert (aggregate["mem_mb"](Corpus, 2, 1), aggregate["runtime"](Corpus, 2)) == (800 + 1400, 2 * (10 + 20))
 
 
 def test_gpu_memory_check_names_the_model_and_the_gpu():
