@@ -215,7 +215,8 @@ def _check_corpus_files(spec: dict, key: str) -> None:
     src = spec["source"]
     files = input_files(spec)
     if not files:
-        what = "does not exist" if not glob.has_magic(spec["path"]) and not os.path.exists(spec["path"]) else f"matches no {src} file ({', '.join(EXTENSIONS[src])})"
+        missing = not glob.has_magic(spec["path"]) and not os.path.exists(spec["path"])
+        what = "does not exist" if missing else f"matches no {src} file ({', '.join(EXTENSIONS[src])})"
         raise ConfigError(f"config key {key}.path: {spec['path']} {what}")
     try:
         for f in files:

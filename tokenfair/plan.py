@@ -154,7 +154,8 @@ def select(cfg, points: list[dict], axis_names: list[str]) -> list[dict]:
         for v in values:
             if not any(_match(v, pv) for pv in have):
                 raise ConfigError(
-                    f"config key only.{axis}: {v!r} is not a value of the grid (values: {', '.join(value_strings(have))})"
+                    f"config key only.{axis}: {v!r} is not a value of the grid "
+                    f"(values: {', '.join(value_strings(have))})"
                 )
     return [p for p in points
             if all(any(_match(v, pv) for v in vals for pv in values_of(p, axis)) for axis, vals in only.items())]

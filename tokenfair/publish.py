@@ -1,8 +1,8 @@
 """A study's summary as documentation: the headline numbers per study and a few figures, in one folder.
 
-`publish(plan, summary_dir, out_dir)` (plan: tokenfair.plan) reads the aggregate stage's tables (<results_dir>/summary/*.parquet) and
-writes `out_dir/README.md` and PNG figures into `out_dir`: the rule `publish` (rules/aggregate.smk), whose
-folder is `aggregate.publish_dir`. Numbers are seed means with a Student-t 95% half-width where a study has
+`publish(plan, summary_dir, out_dir)` (plan: tokenfair.plan) reads the aggregate stage's tables
+(<results_dir>/summary/*.parquet) and writes `out_dir/README.md` and PNG figures into `out_dir`: the rule
+`publish` (rules/aggregate.smk), whose folder is `aggregate.publish_dir`. Numbers are seed means with a Student-t 95% half-width where a study has
 several seeds; nothing is typed in by hand, so rerunning the rule regenerates the page from the runs.
 
 Sections, by study (tokenfair.plan.Plan.studies; a table's rows of a study: the summary's membership table):

@@ -295,8 +295,10 @@ def prepare_resources(s: Site, corpora: dict) -> dict:
         return corpora[wildcards.corpus]["source"] == "hf"
 
     return {
-        "mem_mb": lambda wildcards, input, attempt: int((4000 if hf(wildcards) else 1000 + 6 * input.size_mb) * attempt),
-        "runtime": lambda wildcards, input, attempt: int((60 if hf(wildcards) else 10 + input.size_mb / 100) * attempt),
+        "mem_mb": lambda wildcards, input, attempt: int(
+            (4000 if hf(wildcards) else 1000 + 6 * input.size_mb) * attempt),
+        "runtime": lambda wildcards, input, attempt: int(
+            (60 if hf(wildcards) else 10 + input.size_mb / 100) * attempt),
         **placement(s, gpu=False),
     }
 
