@@ -17,9 +17,12 @@ if not workflow.overwrite_configfiles:
 
 # Validated once: tokenfair.config.resolve applies the JSON schema (and its defaults) first, so that a bad key
 # is reported in one line naming it, then the checks a schema cannot express (files, shapes), all before any
-# job runs. The plan (tokenfair.plan) derives the grid, its paths and settings from it, once; the rules read
-# it, and the aggregate and publish jobs get it as a param.
-PLAN = tfplan.build(tfconfig.resolve(config))
+# job runs. Snakemake's `config` takes the resolved values (what the report's captions show). The plan
+# (tokenfair.plan) derives the grid, its paths and settings from it, once; the rules read it, and the
+# aggregate and publish jobs get it as a param.
+CFG = tfconfig.resolve(config)
+config.update(CFG)
+PLAN = tfplan.build(CFG)
 
 
 report: "report/workflow.rst"
