@@ -22,8 +22,8 @@ Outputs (each table as .parquet and .csv; the metric definitions are in `tokenfa
 - embedding_norms: one row per run x matrix (embedding / unembedding) x train-frequency bin: the mean L2 row
   norm of the bin's ids in the final model (norms.parquet), and n_ids; embedding_norms_by_seed over seeds.
 - partial aggregation only: missing (the grid points without a finished run).
-- membership (not among TABLES: no caption of its own in the README): one row per grid point x study it
-  belongs to, with the point's axes and run folder (tokenfair.publish selects a study's rows with it).
+- membership: one row per grid point x study it belongs to, with the point's axes and run folder
+  (tokenfair.publish selects a study's rows with it; the README does not list it).
 
 Heavy imports (numpy, pandas, pyarrow, numba, matplotlib) happen inside functions, so that the workflow can
 import the output names at planning time cheaply.
@@ -120,11 +120,6 @@ def run_files(plan, point: dict) -> dict[str, str]:
 def frequency_file(plan, corpus: str, tok: str) -> str:
     """The train frequency table of a corpus x tokenizer (tokenfair.plan.Plan.frequency_file)."""
     return plan.frequency_file(corpus, tok)
-
-
-def find_runs(plan) -> tuple[list[dict], list[dict]]:
-    """(present, missing) grid points (tokenfair.plan.Plan.present_runs)."""
-    return plan.present_runs()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,11 +375,6 @@ def map_runs(jobs: list[dict], workers: int = 1) -> Iterable[dict]:
 
 # --------------------------------------------------------------------------------------------------
 # the study
-
-
-def identity(plan, point: dict) -> dict:
-    """The columns that name a run (tokenfair.plan.Plan.identity)."""
-    return plan.identity(point)
 
 
 def other_axes(plan) -> list[str]:
