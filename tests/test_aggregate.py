@@ -17,6 +17,7 @@ from tokenfair import metrics as M
 from tokenfair import paths
 from tokenfair.counts import frequency_table
 from tokenfair.errors import DataError
+from tokenfair.report import significance_counts
 
 VOCAB = 300
 STEPS = (0, 50, 100)
@@ -94,7 +95,7 @@ def write_tree(cfg):
         pq.write_table(pa.table({"token_id": pa.array(np.arange(VOCAB, dtype=np.int64)),
                                  "embedding_norm": pa.array(emb), "unembedding_norm": pa.array(unemb)}), f["norms"])
         with open(f["run_json"], "w") as fh:
-            json.dump({"n_params": 1000 if point["model"] == "tiny-xs" else 5000, "seed": point["seed"],
+            json.dump({"parameters": 1000 if point["model"] == "tiny-xs" else 5000, "seed": point["seed"],
                        "tied_embeddings": tied}, fh)
     return counts
 
@@ -217,10 +218,10 @@ def test_significance_by_hand(study):
     np.testing.assert_allclose(fam["p_holm"].to_numpy()[order], adj)
     assert (fam["significant"] == (fam["p_holm"] < 0.05)).all()
     # the README counts them
-    counts = A.significance_counts(de, A.other_axes(cfg), A.study_splits(cfg))
+    counts = significance_counts(de, A.other_axes(cfg), A.study_splits(cfg))
     row = counts[(counts["model"] == "tiny-s") & (counts["split"] == "validation") & (counts["weight_decay"] == 0.1)].iloc[0]
-    assert row["n_tested"] == len(fam) and row["n_rose"] == (fam["significant"] & (fam["t_stat"] > 0)).sum()
-    assert row["n_fell"] == (fam["significant"] & (fam["t_stat"] < 0)).sum()
+    assert row["n_tested"] == len(fam) and row["n_rose"] == (fam["significant"] & (fam["delta"] > 0)).sum()
+    assert row["n_fell"] == (fam["significant"] & (fam["delta"] < 0)).sum()
     train1 = counts[(counts["split"] == "train") & (counts["weight_decay"] == 1.0)]
     assert (train1["n_tested"] == res["bins"]["bin"].nunique() - 1).all()  # the unseen bin is empty on train
     readme = open(os.path.join(A.summary_dir(cfg["results_dir"]), "README.md")).read()
