@@ -20,8 +20,9 @@ Definitions (every metric leaves the special tokens out; "seen" means count > 0 
   (s_T - s_0) * y(s_0): 1 = never improved (flat), 0 = learned instantly; below 0 or above 1 when the loss
   goes negative or rises. NaN with fewer than two steps, a non-positive or missing initial value, or a NaN
   anywhere on the curve.
-- over seeds: mean, sample std (ddof 1), and the half-width of the 95% Student-t interval
-  t(0.975, n-1) * std / sqrt(n); with a single seed std and the interval are NaN.
+- over seeds (`seed_stats`, the summary's *_by_seed tables and publish): mean, sample std (ddof 1), and the
+  half-width of the 95% Student-t interval t(0.975, n-1) * std / sqrt(n); with a single seed std and the
+  interval are NaN.
 - slope = ordinary least squares slope of y on x (NaN with fewer than two distinct x).
 - paired t-test of the per-seed differences d_1..d_n (the same seed at two decays): t = mean(d) /
   (std(d) / sqrt(n)) with n - 1 degrees of freedom, two-sided p = P(|T| >= |t|). NaN below two pairs; when
@@ -29,6 +30,10 @@ Definitions (every metric leaves the special tokens out; "seen" means count > 0 
   every difference is 0, t = 0 and p = 1.
 - Holm-Bonferroni: the k-th smallest of m p-values (k = 1..m) becomes min(1, max over j <= k of
   (m - j + 1) p_(j)); NaN p-values are not tests (they stay NaN and do not count in m).
+- decay effects (`decay_effects`, summary/decay_effects.csv): per bin, delta = seed-mean loss at a decay minus
+  at the smallest decay, the paired t-test of the per-seed differences, Holm over the bins of one other axes x
+  split x decay; a bin changed significantly when p_holm < aggregate.significance_level, up or down by the sign
+  of delta (tokenfair.report.significance_flags).
 - embedding norms per bin: the mean L2 norm of the rows of the non-special ids of each train-frequency bin.
 """
 
