@@ -269,8 +269,13 @@ def test_norms_are_checked(tmp_path, study):
     with pytest.raises(DataError, match="norms.parquet.*outside the vocabulary"):
         A.summarise_norms(str(bad), groups)
     pq.write_table(pa.table({"token_id": [0, 1], "embedding_norm": [1.0, 1.0]}), bad)
-    with pytest.raises(DataError, match="unembedding_norm"):
+    with pytest.raises(DataError, match="norms.parquet: missing column.s. unembedding_norm"):
         A.summarise_norms(str(bad), groups)
+    bad.write_text("not parquet")  # every Parquet input is read by tokenfair.io: the error names the file
+    with pytest.raises(DataError, match="norms.parquet: cannot read the run's embedding norms, not a Parquet file"):
+        A.summarise_norms(str(bad), groups)
+    with pytest.raises(DataError, match="norms.parquet: cannot read the run's per-token losses, not a Parquet file"):
+        A.read_per_token(str(bad), VOCAB)
 
 
 def test_ood_split_null_axes_and_studies(tmp_path):

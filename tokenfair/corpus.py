@@ -159,7 +159,7 @@ def read_parquet(path: str, text_column: str, key: str = "text_column") -> Itera
 
     from .io import parquet_file
 
-    pf = parquet_file(path)
+    pf = parquet_file(path, "the corpus file")
     names = pf.schema_arrow.names
     if text_column not in names:
         raise DataError(f"{path}: column {text_column!r} not found ({key}; columns: {', '.join(names)})")

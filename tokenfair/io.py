@@ -79,7 +79,7 @@ def write_parquet(table, path: str | os.PathLike, **kwargs) -> None:
         pq.write_table(table, tmp, **kwargs)
 
 
-def parquet_file(path: str | os.PathLike, what: str = "a Parquet file", columns=(), **kwargs):
+def parquet_file(path: str | os.PathLike, what: str = "the file", columns=(), **kwargs):
     """A pyarrow ParquetFile (kwargs go to it), with a DataError naming the file when it cannot be opened
     ("<path>: cannot read <what>, not a Parquet file (...)") or lacks one of `columns` ("<path>: missing column(s) ...")."""
     import pyarrow.parquet as pq
@@ -94,7 +94,7 @@ def parquet_file(path: str | os.PathLike, what: str = "a Parquet file", columns=
     return pf
 
 
-def read_parquet(path: str | os.PathLike, columns=None, what: str = "a Parquet file", use_threads: bool = True):
+def read_parquet(path: str | os.PathLike, columns=None, what: str = "the file", use_threads: bool = True):
     """A Parquet file as a pyarrow Table (only `columns` when given, each required); DataError naming the file
     when it cannot be read or lacks a column (see parquet_file)."""
     pf = parquet_file(path, what, columns or ())

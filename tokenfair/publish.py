@@ -135,10 +135,10 @@ def norm_table(nrm, cols: list[str], name: str) -> list[str]:
 
 
 def _read(summary_dir: str, name: str):
-    import pandas as pd
+    from .io import read_parquet
 
     path = os.path.join(summary_dir, f"{name}.parquet")
-    return pd.read_parquet(path) if os.path.exists(path) else None
+    return read_parquet(path, what=f"the summary table {name}").to_pandas() if os.path.exists(path) else None
 
 
 def study_runs(cfg, members: dict, runs, study: str):
