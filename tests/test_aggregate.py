@@ -18,6 +18,7 @@ from tokenfair import paths
 from tokenfair import plan as tfplan
 from tokenfair.counts import frequency_table
 from tokenfair.errors import DataError
+from tokenfair.report import significance_counts
 
 VOCAB = 300
 STEPS = (0, 50, 100)
@@ -55,7 +56,7 @@ def norm_values(counts, point):
 
 def write_tree(cfg):
     """Frequency tables and one synthetic run per grid point: loss grows with decay for rare ids. Every split
-    of A.study_splits (ood-<corpus> included) is evaluated."""
+    of plan.splits (ood-<corpus> included) is evaluated."""
     counts = train_counts()
     special = np.zeros(VOCAB, dtype=bool)
     special[:2] = True
@@ -67,7 +68,7 @@ def write_tree(cfg):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         pq.write_table(frequency_table(c, tokens, special, base), path)
     rarity = np.log(counts.max() + 1) - np.log(counts + 1)  # 0 for the most frequent id
-    splits = A.study_splits(cfg)
+    splits = cfg.splits
     sample = {"train": np.random.default_rng(3).multinomial(4000, counts / counts.sum()),
               "validation": np.random.default_rng(4).multinomial(2000, (counts + 0.5) / (counts + 0.5).sum())}
     for i, s in enumerate(splits):
@@ -95,7 +96,7 @@ def write_tree(cfg):
         pq.write_table(pa.table({"token_id": pa.array(np.arange(VOCAB, dtype=np.int64)),
                                  "embedding_norm": pa.array(emb), "unembedding_norm": pa.array(unemb)}), f["norms"])
         with open(f["run_json"], "w") as fh:
-            json.dump({"n_params": 1000 if point["model"] == "tiny-xs" else 5000, "seed": point["seed"],
+            json.dump({"parameters": 1000 if point["model"] == "tiny-xs" else 5000, "seed": point["seed"],
                        "tied_embeddings": tied}, fh)
     return counts
 
@@ -218,10 +219,10 @@ def test_significance_by_hand(study):
     np.testing.assert_allclose(fam["p_holm"].to_numpy()[order], adj)
     assert (fam["significant"] == (fam["p_holm"] < 0.05)).all()
     # the README counts them
-    counts = A.significance_counts(de, A.other_axes(cfg), A.study_splits(cfg))
+    counts = significance_counts(de, cfg.other_axes, cfg.splits)
     row = counts[(counts["model"] == "tiny-s") & (counts["split"] == "validation") & (counts["weight_decay"] == 0.1)].iloc[0]
-    assert row["n_tested"] == len(fam) and row["n_rose"] == (fam["significant"] & (fam["t_stat"] > 0)).sum()
-    assert row["n_fell"] == (fam["significant"] & (fam["t_stat"] < 0)).sum()
+    assert row["n_tested"] == len(fam) and row["n_rose"] == (fam["significant"] & (fam["delta"] > 0)).sum()
+    assert row["n_fell"] == (fam["significant"] & (fam["delta"] < 0)).sum()
     train1 = counts[(counts["split"] == "train") & (counts["weight_decay"] == 1.0)]
     assert (train1["n_tested"] == res["bins"]["bin"].nunique() - 1).all()  # the unseen bin is empty on train
     readme = open(os.path.join(A.summary_dir(cfg["results_dir"]), "README.md")).read()
@@ -255,7 +256,7 @@ def test_embedding_norms_by_hand(study):
     # the figure: tiny-s has an embedding and an unembedding panel, tiny-xs (tied) one
     from tokenfair import plots
 
-    fig = plots.embedding_norms(ens, plots.decay_colors(cfg["weight_decays"]), A.other_axes(cfg))
+    fig = plots.embedding_norms(ens, plots.decay_colors(cfg["weight_decays"]), cfg.other_axes)
     shown = [ax for ax in fig.axes if ax.axison]
     assert len(shown) == 3 and all(ax.get_xscale() == "log" for ax in shown)
     assert sum("tied" in ax.get_title() for ax in shown) == 1
@@ -263,14 +264,19 @@ def test_embedding_norms_by_hand(study):
 
 def test_norms_are_checked(tmp_path, study):
     cfg, _, _ = study
-    groups = A.load_groups(A.frequency_file(cfg, "c1", "t1"), 95)
+    groups = M.load_groups(A.frequency_file(cfg, "c1", "t1"), 95)
     bad = tmp_path / "norms.parquet"
     pq.write_table(pa.table({"token_id": [0, VOCAB], "embedding_norm": [1.0, 1.0], "unembedding_norm": [1.0, 1.0]}), bad)
     with pytest.raises(DataError, match="norms.parquet.*outside the vocabulary"):
         A.summarise_norms(str(bad), groups)
     pq.write_table(pa.table({"token_id": [0, 1], "embedding_norm": [1.0, 1.0]}), bad)
-    with pytest.raises(DataError, match="unembedding_norm"):
+    with pytest.raises(DataError, match="norms.parquet: missing column.s. unembedding_norm"):
         A.summarise_norms(str(bad), groups)
+    bad.write_text("not parquet")  # every Parquet input is read by tokenfair.io: the error names the file
+    with pytest.raises(DataError, match="norms.parquet: cannot read the run's embedding norms, not a Parquet file"):
+        A.summarise_norms(str(bad), groups)
+    with pytest.raises(DataError, match="norms.parquet: cannot read the run's per-token losses, not a Parquet file"):
+        A.read_per_token(str(bad), VOCAB)
 
 
 def test_ood_split_null_axes_and_studies(tmp_path):
@@ -284,11 +290,11 @@ def test_ood_split_null_axes_and_studies(tmp_path):
                    axes={"tie_embeddings": [None, True]},
                    studies={"abl": {"axes": {"embedding_decay_alpha": [None, 0.5]}, "seeds": [0]}},
                    aggregate={"figure_formats": ["png"]})
-    assert A.study_splits(cfg) == ["train", "validation", "ood-web_news"]
-    assert A.other_axes(cfg) == ["corpus", "tokenizer", "model", "tie_embeddings", "embedding_decay_alpha"]
-    assert A.parse_figure_stem("bin_loss_ood-web_news", A.study_splits(cfg)) == ("bin_loss", "ood-web_news")
-    assert A.parse_figure_stem("bin_curves_train", A.study_splits(cfg)) == ("bin_curves", "train")
-    assert A.parse_figure_stem("embedding_norms", A.study_splits(cfg)) == ("embedding_norms", None)
+    assert cfg.splits == ["train", "validation", "ood-web_news"]
+    assert cfg.other_axes == ["corpus", "tokenizer", "model", "tie_embeddings", "embedding_decay_alpha"]
+    assert A.parse_figure_stem("bin_loss_ood-web_news", cfg.splits) == ("bin_loss", "ood-web_news")
+    assert A.parse_figure_stem("bin_curves_train", cfg.splits) == ("bin_curves", "train")
+    assert A.parse_figure_stem("embedding_norms", cfg.splits) == ("embedding_norms", None)
     write_tree(cfg)
     res = A.aggregate(cfg)
     out = A.summary_dir(cfg["results_dir"])
@@ -314,9 +320,9 @@ def test_ood_split_null_axes_and_studies(tmp_path):
     en = res["embedding_norms_by_seed"]
     assert en.loc[en["tie_embeddings"] == True, "tied_embeddings"].all()  # noqa: E712
     # labels name only the axes off their base value, null spelled null
-    labels = sorted(label for label, _ in plots._panels(rs, A.other_axes(cfg), A.base_values(cfg)))
+    labels = sorted(label for label, _ in plots._panels(rs, cfg.other_axes, cfg.base_values))
     assert [lab.split("\n")[1:] for lab in labels] == [[], ["embedding_decay_alpha=0.5"], ["tie_embeddings=true"]]
-    labels = [label for label, _ in plots._panels(rs, A.other_axes(cfg))]
+    labels = [label for label, _ in plots._panels(rs, cfg.other_axes)]
     assert any("tie_embeddings=null" in lab and "embedding_decay_alpha=null" in lab for lab in labels)
     readme = open(os.path.join(out, "README.md")).read()
     assert "ood-web_news" in readme and "| null |" in readme
@@ -353,7 +359,7 @@ def test_figures_use_log_frequency_axes(study):
     cfg, _, res = study
     colors = plots.decay_colors(cfg["weight_decays"])
     assert len(set(colors.values())) == 3
-    keys = A.other_axes(cfg)
+    keys = cfg.other_axes
     fig = plots.bin_loss(res["bins_by_seed"], "train", colors, keys)
     assert all(ax.get_xscale() == "log" for ax in fig.axes) and len(fig.axes) == 2
     fig = plots.learning_speed(res["bins_by_seed"], ["train", "validation"], colors, keys)

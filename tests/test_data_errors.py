@@ -200,7 +200,7 @@ def test_snakemake_job_error_names_the_file(tmp_path):
 def test_atomic_writes_leave_nothing_on_failure(tmp_path):
     import numpy as np
 
-    from tokenfair.io import atomic_path, save_npy, write_json, write_parquet
+    from tokenfair.io import atomic_path, write_json, write_parquet
 
     out = tmp_path / "sub" / "table.parquet"
     with pytest.raises(RuntimeError):
@@ -210,7 +210,8 @@ def test_atomic_writes_leave_nothing_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert list(out.parent.iterdir()) == []
     write_parquet({"a": [1, 2]}, out)
-    save_npy(np.arange(3, dtype=np.uint32), tmp_path / "x.npy")
+    with atomic_path(tmp_path / "x.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.arange(3, dtype=np.uint32))
     write_json({"k": 1}, tmp_path / "x.json")
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["table.parquet", "x.json", "x.npy"]
     assert np.load(tmp_path / "x.npy").tolist() == [0, 1, 2] and json.loads((tmp_path / "x.json").read_text()) == {"k": 1}

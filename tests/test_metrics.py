@@ -123,13 +123,16 @@ def test_slope_least_squares():
 def test_t_quantiles_and_seed_stats():
     for df, t in ((1, 12.706204736), (2, 4.302652730), (4, 2.776445105), (9, 2.262157163), (30, 2.042272456)):
         assert M.t_quantile(0.975, df) == pytest.approx(t, rel=1e-8)
-    mean, std, ci, n = M.seed_stats([1.0])
-    assert (mean, n) == (1.0, 1) and math.isnan(std) and math.isnan(ci)  # one seed: no spread, no interval
-    mean, std, ci, n = M.seed_stats([1.0, 2.0])
-    assert mean == 1.5 and std == pytest.approx(math.sqrt(0.5)) and n == 2
-    assert ci == pytest.approx(12.706204736 * math.sqrt(0.5) / math.sqrt(2))  # = 6.3531
-    mean, std, ci, n = M.seed_stats([1.0, np.nan, 2.0, 3.0])
-    assert (mean, std, n) == (2.0, 1.0, 3) and ci == pytest.approx(4.302652730 / math.sqrt(3))
+    df = pd.DataFrame({"k": ["one", "two", "two", "four", "four", "four", "four"], "seed": [0, 0, 1, 0, 1, 2, 3],
+                       "x": [1.0, 1.0, 2.0, 1.0, np.nan, 2.0, 3.0]})
+    st = M.seed_stats(df, ["k"], ["x"], list_seeds=True).set_index("k")
+    one, two, four = st.loc["one"], st.loc["two"], st.loc["four"]
+    assert (one["x_mean"], one["n_seeds"]) == (1.0, 1) and math.isnan(one["x_std"]) and math.isnan(one["x_ci95"])
+    assert two["x_mean"] == 1.5 and two["x_std"] == pytest.approx(math.sqrt(0.5)) and two["seeds"] == "0;1"
+    assert two["x_ci95"] == pytest.approx(12.706204736 * math.sqrt(0.5) / math.sqrt(2))  # = 6.3531
+    # a NaN is skipped: mean, std and interval over the 3 others (the group still has 4 rows)
+    assert (four["x_mean"], four["x_std"], four["n_seeds"]) == (2.0, 1.0, 4)
+    assert four["x_ci95"] == pytest.approx(4.302652730 / math.sqrt(3))
 
 
 def _write_per_token(path, rows, row_group_size=None):

@@ -157,12 +157,10 @@ def read_jsonl(path: str, text_column: str, key: str = "text_column") -> Iterato
 
 def read_parquet(path: str, text_column: str, key: str = "text_column") -> Iterator[str]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a file that is not Parquet
-        raise DataError(f"{path}: not a Parquet file ({exc})") from None
+    from .io import parquet_file
+
+    pf = parquet_file(path, "the corpus file")
     names = pf.schema_arrow.names
     if text_column not in names:
         raise DataError(f"{path}: column {text_column!r} not found ({key}; columns: {', '.join(names)})")
@@ -416,14 +414,3 @@ def prepare(spec: dict, name: str, out_path: str, *, hf_endpoint: str | None = N
     write_parquet(documents_table(cols), out_path)
     counts = {s: cols["split"].count(s) for s in SPLITS if s in cols["split"]}
     return counts
-
-
-def read_documents(path: str, split: str | None = None, columns: list[str] | None = None):
-    """documents.parquet as a pyarrow Table, optionally one split only."""
-    import pyarrow.parquet as pq
-
-    filters = [("split", "=", split)] if split is not None else None
-    try:
-        return pq.read_table(path, columns=columns, filters=filters)
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read documents ({exc})") from None

@@ -18,7 +18,6 @@ from .errors import DataError
 
 log = logging.getLogger(__name__)
 
-UNSEEN = -1
 _INT64_MAX = 2**63 - 1
 # Per-thread histograms are uint32: a chunk never holds more ids than this, so no counter can overflow.
 _MAX_CHUNK = 2**32 - 1
@@ -180,12 +179,9 @@ def count_split(tokens_path: str, tokenizer_path: str, out_path: str, base: floa
 
 
 def read_frequency(path: str):
-    import pyarrow.parquet as pq
+    from .io import read_parquet
 
-    try:
-        return pq.read_table(path)
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read the frequency table ({exc})") from None
+    return read_parquet(path, what="the frequency table")
 
 
 def dense_counts(path: str) -> np.ndarray:

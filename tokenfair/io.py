@@ -1,7 +1,8 @@
 """Atomic writes: every output is written under a temporary name in its own folder, then renamed.
 
 A job that fails or is killed therefore never leaves a half-written file under an output's name. Also the
-one helper scripts use to send a job's stderr and logging to its Snakemake log.
+one helper scripts use to send a job's stderr and logging to its Snakemake log, and reading Parquet with
+a DataError that names the file.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import tempfile
 from typing import Iterator
 
-from .errors import TokenfairError
+from .errors import DataError, TokenfairError
 
 
 @contextlib.contextmanager
@@ -78,12 +79,50 @@ def write_parquet(table, path: str | os.PathLike, **kwargs) -> None:
         pq.write_table(table, tmp, **kwargs)
 
 
-def save_npy(array, path: str | os.PathLike) -> None:
-    """np.save atomically (the name is kept exactly: no .npy is appended)."""
-    import numpy as np
+def parquet_file(path: str | os.PathLike, what: str = "the file", columns=(), **kwargs):
+    """A pyarrow ParquetFile (kwargs go to it), with a DataError naming the file when it cannot be opened
+    ("<path>: cannot read <what>, not a Parquet file (...)") or lacks one of `columns` ("<path>: missing column(s) ...")."""
+    import pyarrow.parquet as pq
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
+    try:
+        pf = pq.ParquetFile(path, **kwargs)
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a file that is not Parquet
+        raise DataError(f"{path}: cannot read {what}, not a Parquet file ({exc})") from None
+    lacking = [c for c in columns if c not in pf.schema_arrow.names]
+    if lacking:
+        raise DataError(f"{path}: missing column(s) {', '.join(lacking)} (see docs/architecture.md)")
+    return pf
+
+
+def read_parquet(path: str | os.PathLike, columns=None, what: str = "the file", use_threads: bool = True):
+    """A Parquet file as a pyarrow Table (only `columns` when given, each required); DataError naming the file
+    when it cannot be read or lacks a column (see parquet_file)."""
+    pf = parquet_file(path, what, columns or ())
+    try:
+        return pf.read(columns=columns, use_threads=use_threads)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc})") from None
+
+
+def write_table(df, folder: str | os.PathLike, name: str) -> list[str]:
+    """A DataFrame as <folder>/<name>.parquet and <folder>/<name>.csv, each atomically; returns both paths."""
+    import pyarrow as pa
+
+    os.makedirs(folder, exist_ok=True)
+    pq_path, csv_path = os.path.join(folder, f"{name}.parquet"), os.path.join(folder, f"{name}.csv")
+    write_parquet(pa.Table.from_pandas(df, preserve_index=False), pq_path)
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False)
+    return [pq_path, csv_path]
+
+
+def read_json(path: str | os.PathLike):
+    """A JSON file's content; DataError naming the file when it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
 
 
 def write_json(obj, path: str | os.PathLike, **kwargs) -> None:

@@ -20,8 +20,9 @@ Definitions (every metric leaves the special tokens out; "seen" means count > 0 
   (s_T - s_0) * y(s_0): 1 = never improved (flat), 0 = learned instantly; below 0 or above 1 when the loss
   goes negative or rises. NaN with fewer than two steps, a non-positive or missing initial value, or a NaN
   anywhere on the curve.
-- over seeds: mean, sample std (ddof 1), and the half-width of the 95% Student-t interval
-  t(0.975, n-1) * std / sqrt(n); with a single seed std and the interval are NaN.
+- over seeds (`seed_stats`, the summary's *_by_seed tables and publish): mean, sample std (ddof 1), and the
+  half-width of the 95% Student-t interval t(0.975, n-1) * std / sqrt(n); with a single seed std and the
+  interval are NaN.
 - slope = ordinary least squares slope of y on x (NaN with fewer than two distinct x).
 - paired t-test of the per-seed differences d_1..d_n (the same seed at two decays): t = mean(d) /
   (std(d) / sqrt(n)) with n - 1 degrees of freedom, two-sided p = P(|T| >= |t|). NaN below two pairs; when
@@ -29,6 +30,10 @@ Definitions (every metric leaves the special tokens out; "seen" means count > 0 
   every difference is 0, t = 0 and p = 1.
 - Holm-Bonferroni: the k-th smallest of m p-values (k = 1..m) becomes min(1, max over j <= k of
   (m - j + 1) p_(j)); NaN p-values are not tests (they stay NaN and do not count in m).
+- decay effects (`decay_effects`, summary/decay_effects.csv): per bin, delta = seed-mean loss at a decay minus
+  at the smallest decay, the paired t-test of the per-seed differences, Holm over the bins of one other axes x
+  split x decay; a bin changed significantly when p_holm < aggregate.significance_level, up or down by the sign
+  of delta (tokenfair.report.significance_flags).
 - embedding norms per bin: the mean L2 norm of the rows of the non-special ids of each train-frequency bin.
 """
 
@@ -37,6 +42,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 
 import numba
@@ -342,15 +348,26 @@ def ci95_halfwidth(std, n) -> np.ndarray:
         return tq * std / np.sqrt(np.where(n > 0, n, 1))
 
 
-def seed_stats(values) -> tuple[float, float, float, int]:
-    """(mean, std, ci95 half-width, n) of one metric over seeds, NaN values skipped."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    n = len(v)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    std = float(v.std(ddof=1)) if n > 1 else math.nan
-    return float(v.mean()), std, float(ci95_halfwidth(std, n)), n
+def seed_stats(df, keys: list[str], metrics: list[str], list_seeds: bool = False):
+    """Statistics over seeds, the one definition: per group of `keys` in a DataFrame of per-seed rows, each
+    metric's `<metric>_mean`, `_std` (ddof 1), `_ci95` (Student-t 95% half-width; std and ci95 NaN below two
+    seeds), NaN values skipped, and n_seeds (rows in the group); `list_seeds` adds `seeds` ("0;1;2")."""
+    import pandas as pd
+
+    if df is None or not len(df):
+        return pd.DataFrame(columns=[*keys, "n_seeds", *(["seeds"] if list_seeds else [])])
+    g = df.groupby(keys, sort=True, dropna=False)
+    out = g.size().rename("n_seeds").to_frame()
+    if list_seeds:
+        out["seeds"] = g["seed"].agg(lambda s: ";".join(str(v) for v in sorted(s)))
+    mean, std, n = g[metrics].mean(), g[metrics].std(ddof=1), g[metrics].count()
+    cols = {}
+    for m in metrics:
+        cols[f"{m}_mean"] = mean[m]
+        cols[f"{m}_std"] = std[m]
+        cols[f"{m}_ci95"] = pd.Series(ci95_halfwidth(std[m].to_numpy(), n[m].to_numpy()), index=mean.index)
+    out = pd.concat([out, pd.DataFrame(cols)], axis=1).reset_index()
+    return out.replace([np.inf, -np.inf], np.nan)
 
 
 def t_two_sided_p(t, df) -> np.ndarray:
@@ -413,3 +430,74 @@ def norms_by_bin(token_id, norm, groups: Groups) -> tuple[np.ndarray, np.ndarray
     n = np.bincount(slot[keep], minlength=groups.n_bins).astype(np.int64)
     total = np.bincount(slot[keep], weights=norm[keep], minlength=groups.n_bins)
     return n, _div(total, n)
+
+
+def decay_effects(bins, bins_seed, others: list[str], metric: str = "loss_balanced", level: float = 0.05):
+    """Per other axes x split x bin x decay: change of the seed-mean `metric` from the smallest decay
+    (delta, delta_rel), its paired-seed 95% half-width (over the seeds both decays have), the paired t-test of
+    those per-seed differences (t_stat, p_value; NaN below two paired seeds and at the reference decay
+    itself), p_holm (Holm-Bonferroni over the bins tested within one other axes x split x decay) and
+    `significant` (p_holm < level), and the bin's least-squares slope of the seed-mean metric against decay."""
+    import pandas as pd
+
+    key = [*others, "split", "bin"]
+    cols = [*others, "split", "bin", "bin_lo", "bin_hi", "weight_decay_ref", "weight_decay", "loss_ref", "loss",
+            "delta", "delta_rel", "delta_ci95", "n_paired_seeds", "t_stat", "p_value", "p_holm", "significant",
+            "slope"]
+    if bins_seed is None or not len(bins_seed):
+        return pd.DataFrame(columns=cols)
+    m = f"{metric}_mean"
+    b = bins_seed[[*key, "bin_lo", "bin_hi", "weight_decay", m]].rename(columns={m: "loss"})
+    ref = b.loc[b.groupby(key, dropna=False)["weight_decay"].idxmin(), [*key, "weight_decay", "loss"]]
+    ref = ref.rename(columns={"weight_decay": "weight_decay_ref", "loss": "loss_ref"})
+    out = b.merge(ref, on=key, how="left")
+    out["delta"] = out["loss"] - out["loss_ref"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["delta_rel"] = out["delta"] / out["loss_ref"]
+    # paired over seeds
+    runs = bins[[*key, "weight_decay", "seed", metric]]
+    r0 = runs.merge(ref[[*key, "weight_decay_ref"]], on=key)
+    r0 = r0[r0["weight_decay"] == r0["weight_decay_ref"]][[*key, "seed", metric]].rename(columns={metric: "ref"})
+    pair = runs.merge(r0, on=[*key, "seed"])
+    pair["d"] = pair[metric] - pair["ref"]
+    g = pair.groupby([*key, "weight_decay"], dropna=False)["d"]
+    ps = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
+    ps["delta_ci95"] = ci95_halfwidth(ps["std"].to_numpy(), ps["n"].to_numpy())
+    ps["t_stat"], ps["p_value"] = paired_t(ps["mean"].to_numpy(), ps["std"].to_numpy(), ps["n"].to_numpy())
+    out = out.merge(ps[[*key, "weight_decay", "delta_ci95", "n", "t_stat", "p_value"]].rename(
+        columns={"n": "n_paired_seeds"}), on=[*key, "weight_decay"], how="left")
+    out["n_paired_seeds"] = out["n_paired_seeds"].fillna(0).astype(np.int64)
+    at_ref = (out["weight_decay"] == out["weight_decay_ref"]).to_numpy()
+    for c in ("t_stat", "p_value"):
+        out[c] = np.where(at_ref, np.nan, out[c].to_numpy(dtype=np.float64))
+    family = out.groupby([*others, "split", "weight_decay"], dropna=False, sort=False).ngroup().to_numpy()
+    p = out["p_value"].to_numpy(dtype=np.float64)
+    p_holm = np.full(len(out), np.nan)
+    order = np.argsort(family, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, np.diff(family[order]) != 0, True])
+    for a, z in zip(bounds[:-1], bounds[1:]):
+        rows = order[a:z]
+        p_holm[rows] = holm(p[rows])
+    out["p_holm"] = p_holm
+    out["significant"] = np.nan_to_num(p_holm, nan=1.0) < level
+    slopes = out.groupby(key, dropna=False)[["weight_decay", "loss"]].apply(
+        lambda d: slope(d["weight_decay"], d["loss"])).rename("slope").reset_index()
+    out = out.merge(slopes, on=key, how="left")
+    return out[cols].sort_values([*key, "weight_decay"], ignore_index=True)
+
+
+_GROUPS: dict[tuple, "Groups"] = {}
+
+
+def load_groups(freq_path: str, rare_percentile: float):
+    """metrics.Groups of a train frequency table, cached per process (one per corpus x tokenizer)."""
+    from .io import read_parquet
+
+    st = os.stat(freq_path)
+    key = (os.path.abspath(freq_path), st.st_mtime_ns, st.st_size, float(rare_percentile))
+    if key not in _GROUPS:
+        table = read_parquet(freq_path, list(FREQUENCY_COLUMNS), what="the train frequency table")
+        if len(_GROUPS) > 8:
+            _GROUPS.clear()
+        _GROUPS[key] = groups_from_frequency(table, rare_percentile, source=freq_path)
+    return _GROUPS[key]

@@ -40,6 +40,11 @@ RUN_SUMMARISED = ("per_token", "run_json", "norms")  # what the aggregation read
 # The summary of a study (tokenfair.aggregate) and the partial one (the runs that exist now).
 SUMMARY = "summary"
 PARTIAL = os.path.join(SUMMARY, "partial")
+# the summary tables (each .parquet and .csv)
+SUMMARY_TABLES = ("runs", "runs_by_seed", "bins", "bins_by_seed", "bin_curves", "bin_curves_by_seed", "decay_effects",
+                  "embedding_norms", "embedding_norms_by_seed")
+SUMMARY_README = "README.md"
+FIGURE_DIR = "figures"  # the summary's figures, under its folder
 MEMBERSHIP = "membership"  # summary table: the studies of each grid point (long form)
 
 # Job logs and Snakemake benchmarks: <results_dir>/logs/<rule>/..., <results_dir>/benchmarks/<rule>/...

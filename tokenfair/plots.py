@@ -112,7 +112,7 @@ def _grid(n_rows: int, n_cols: int, w: float = 4.2, h: float = 3.2, **kw):
         fig = Figure(figsize=size, layout="constrained")
         return fig, fig.subplots(n_rows, n_cols, squeeze=False, **kw)
     fig = Figure(figsize=size)
-    fig.fixed_layout = True  # saved without a tight bounding box (another full draw): see aggregate.write_figures
+    fig.fixed_layout = True  # saved without a tight bounding box (another full draw): see report.render_figure
     axes = fig.subplots(n_rows, n_cols, squeeze=False, **kw)
     fig.subplots_adjust(left=1.0 / size[0], right=1 - 1.4 / size[0], bottom=0.7 / size[1], top=1 - 0.8 / size[1],
                         wspace=0.3, hspace=0.35)
@@ -362,7 +362,7 @@ def frequency_distribution(freq_tables: dict, rare_percentile: float) -> Figure:
         total = counts.sum()
         shares.append((label, rare.mean() if rare.size else np.nan, counts[rare].sum() / total if total else np.nan,
                        int((~rare).sum())))
-    fig = zipf_figure(plain, title=f"Train token frequency (special ids left out)")
+    fig = zipf_figure(plain, title="Train token frequency (special ids left out)")
     fig.set_size_inches(11.0, 4.2)
     gs = fig.add_gridspec(1, 2, wspace=0.35)
     ax = fig.axes[0]

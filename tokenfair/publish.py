@@ -14,14 +14,15 @@ Sections, by study (tokenfair.plan.Plan.studies; a table's rows of a study: the 
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 
 from . import paths
+from .report import fmt, md_table, significance_flags
 
 RARE_GAP = "rare_gap"  # aggregate's per-run column: loss_rare - loss_frequent (token-balanced within each)
+DIGITS = 3  # decimals of the page's numbers
 
 
 def outputs(plan) -> list[str]:
@@ -75,27 +76,12 @@ def varied(plan, study: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# formatting
-
-
-def fmt(mean, ci=None, digits=3) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    s = f"{mean:.{digits}f}"
-    if ci is not None and not (isinstance(ci, float) and math.isnan(ci)):
-        s += f" ± {ci:.{digits}f}"
-    return s
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
+# formatting (tokenfair.report's fmt and md_table, three decimals)
 
 
 def metric(row, name: str) -> str:
     ci = row.get(f"{name}_ci95") if int(row.get("n_seeds", 1)) > 1 else None
-    return fmt(row.get(f"{name}_mean"), ci)
+    return fmt(row.get(f"{name}_mean"), ci, DIGITS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,18 +102,18 @@ def norm_table(nrm, cols: list[str], name: str) -> list[str]:
         if not len(d):
             continue
         rows.append([", ".join(f"{c}={k}" for c, k in zip(cols, keys)) or name, f"{keys[len(cols)]:g}", str(keys[-1]),
-                     fmt(d["mean_norm_mean"].iloc[0]), fmt(d["mean_norm_mean"].iloc[-1]),
-                     fmt(d["mean_norm_mean"].iloc[0] / d["mean_norm_mean"].iloc[-1])])
+                     fmt(d["mean_norm_mean"].iloc[0], digits=DIGITS), fmt(d["mean_norm_mean"].iloc[-1], digits=DIGITS),
+                     fmt(d["mean_norm_mean"].iloc[0] / d["mean_norm_mean"].iloc[-1], digits=DIGITS)])
     return ["Embedding (input) and unembedding (output head) row norms, final model, mean over the ids of the "
             "rarest and of the most frequent train-count bin (seed means):", "",
             md_table(["variant", "decay", "matrix", "rarest bin", "most frequent bin", "ratio"], rows), ""]
 
 
 def _read(summary_dir: str, name: str):
-    import pandas as pd
+    from .io import read_parquet
 
     path = os.path.join(summary_dir, f"{name}.parquet")
-    return pd.read_parquet(path) if os.path.exists(path) else None
+    return read_parquet(path, what=f"the summary table {name}").to_pandas() if os.path.exists(path) else None
 
 
 def study_runs(plan, members, runs, study: str):
@@ -149,7 +135,7 @@ def publish(plan, summary_dir: str, out_dir: str, command: str) -> list[str]:
     from .plots import decay_colors, save_figure
 
     os.makedirs(out_dir, exist_ok=True)
-    from .aggregate import by_seed
+    from .metrics import seed_stats
 
     members = _read(summary_dir, paths.MEMBERSHIP)
     runs = _read(summary_dir, "runs")
@@ -194,13 +180,11 @@ def publish(plan, summary_dir: str, out_dir: str, command: str) -> list[str]:
         rows = []
         for (model, split, wd), d in eff[eff["weight_decay"] != eff["weight_decay_ref"]].groupby(
                 ["model", "split", "weight_decay"], sort=True):
-            tested = d["p_holm"].notna()
-            up = int((d["significant"] & (d["delta"] > 0)).sum())
-            down = int((d["significant"] & (d["delta"] < 0)).sum())
+            tested, up, down = (int(f.sum()) for f in significance_flags(d))
             rare = d[d["bin_lo"] > 0].sort_values("bin_lo").head(1)
-            rows.append([model, split, f"{wd:g}", f"{up} / {down} / {int(tested.sum())}",
-                         fmt(rare["delta"].iloc[0]) if len(rare) else "–",
-                         fmt(rare["p_holm"].iloc[0]) if len(rare) else "–"])
+            rows.append([model, split, f"{wd:g}", f"{up} / {down} / {tested}",
+                         fmt(rare["delta"].iloc[0], digits=DIGITS) if len(rare) else "–",
+                         fmt(rare["p_holm"].iloc[0], digits=DIGITS) if len(rare) else "–"])
         lines += [md_table(["model", "split", "decay", "significant up / down / tested", "rarest bin Δ",
                             "rarest bin p (Holm)"], rows), ""]
 
@@ -232,7 +216,7 @@ def publish(plan, summary_dir: str, out_dir: str, command: str) -> list[str]:
                 continue
             keys = [*cols, "weight_decay"]
             df = df.assign(**{c: [_key_value(v) for v in df[c]] for c in cols})  # None / NaN group as "null"
-            agg = by_seed(df, keys, metrics)
+            agg = seed_stats(df, keys, metrics)
             for _, r in agg.sort_values(keys).iterrows():
                 label = "base" if is_base else ", ".join(f"{c}={r[c]}" for c in cols) or name
                 rows.append([label, f"{r['weight_decay']:g}", str(int(r["n_seeds"]))]

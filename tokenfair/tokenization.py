@@ -88,12 +88,9 @@ def train_bpe(texts: Iterable[str | list[str]], vocab_size: int, min_frequency: 
 def _document_batches(documents_path: str, split: str | None, columns=("text",)) -> Iterator[dict[str, list]]:
     """documents.parquet rows of one split (None: every row) in file order, in batches of about BATCH_CHARS
     of text."""
-    import pyarrow.parquet as pq
+    from .io import parquet_file
 
-    try:
-        pf = pq.ParquetFile(documents_path)
-    except Exception as exc:
-        raise DataError(f"{documents_path}: cannot read documents ({exc})") from None
+    pf = parquet_file(documents_path, "documents")
     out: dict[str, list] = {c: [] for c in columns}
     chars = 0
     for batch in pf.iter_batches(columns=["split", *[c for c in columns if c != "split"]], batch_size=1024):
@@ -304,12 +301,9 @@ def load_tokens(path: str, mmap: bool = True) -> np.ndarray:
 
 def load_index(path: str):
     """tokens/<split>.index.parquet as a pyarrow Table (doc_id, start, length)."""
-    import pyarrow.parquet as pq
+    from .io import read_parquet
 
-    try:
-        return pq.read_table(path)
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read the token index ({exc})") from None
+    return read_parquet(path, what="the token index")
 
 
 # --------------------------------------------------------------------------------------------------

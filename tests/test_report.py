@@ -1,0 +1,105 @@
+"""tokenfair.report: the figure registry (one entry is enough for a figure to be drawn, listed as an output,
+shown in the README and labelled in the Snakemake report), the Markdown and number formatting, the
+significance count and the README's train entropy."""
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from tokenfair import aggregate as A
+from tokenfair import paths
+from tokenfair import report as R
+from tokenfair.metrics import unigram_entropy
+from test_aggregate import VOCAB, make_cfg, write_tree
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_registry_names_every_figure_in_order():
+    splits = ["train", "validation", "ood-py_docs"]
+    names = R.figure_names(splits)
+    assert names == [f"{k}_{s}" for k in ("bin_loss", "bin_curves", "decay_heatmap") for s in splits] + [
+        "loss_vs_decay", "learning_speed", "embedding_norms", "frequency"]
+    for stem in names:  # every name parses back (an ood split's corpus name may hold underscores)
+        kind, split = R.parse_figure_stem(stem, splits)
+        assert (f"{kind}_{split}" if split else kind) == stem and kind in R.FIGURES
+    assert A.parse_figure_stem("bin_loss_ood-py_docs", splits) == ("bin_loss", "ood-py_docs")  # the workflow's name
+    with pytest.raises(ValueError, match="unknown figure"):
+        R.parse_figure_stem("bin_loss_test", splits)
+    for kind in R.FIGURES.values():  # each kind's report caption exists and its tables are the aggregation's
+        assert os.path.isfile(os.path.join(ROOT, kind.report_caption)), kind.report_caption
+        assert set(kind.tables) <= set(paths.SUMMARY_TABLES) | {"vocabularies"}, kind.name
+
+
+def _count_figure(tables, split, ctx):
+    """A figure drawn only from registered tables: occurrences per bin of one split."""
+    d = tables["bins_by_seed"]
+    d = d[d["split"] == split]
+    fig = Figure(figsize=(3, 2))
+    fig.add_subplot().plot(d["bin"], d["occurrences_mean"], "o")
+    return fig
+
+
+def _runs_figure(tables, split, ctx):
+    """A figure of the whole study: seeds per decay."""
+    d = tables["runs_by_seed"]
+    fig = Figure(figsize=(3, 2))
+    fig.add_subplot().bar(d["weight_decay"].astype(str), d["n_seeds"])
+    return fig
+
+
+def test_a_registered_figure_is_drawn_listed_shown_and_labelled(tmp_path, monkeypatch):
+    monkeypatch.setattr(R, "FIGURES", dict(R.FIGURES))  # the registration ends with the test
+    R.figure("occurrences", ["bins_by_seed"], caption="Occurrences per bin ({split})", per_split=True)(_count_figure)
+    R.figure("n_runs", ["runs_by_seed"], caption="Runs per decay")(_runs_figure)
+    cfg = make_cfg(tmp_path / "results", models=["tiny-xs"], weight_decays=[0.0, 1.0], seeds=[0])
+    counts = write_tree(cfg)
+    A.aggregate(cfg, workers=1)
+    out = A.summary_outputs(cfg)
+    summary = A.summary_dir(cfg["results_dir"])
+    for stem in ("occurrences_train", "occurrences_validation", "n_runs"):
+        for ext in ("png", "pdf"):
+            f = os.path.join(summary, "figures", f"{stem}.{ext}")
+            assert f in out["figures"] and os.path.getsize(f) > 0
+    readme = open(os.path.join(summary, "README.md")).read()
+    assert "### Occurrences per bin (validation)\n\n![Occurrences per bin (validation)](figures/occurrences_validation.png)" in readme
+    assert "![Runs per decay](figures/n_runs.png)" in readme
+    # the rules' report() labels: every figure output parses to a kind with a caption file name and a split
+    splits = cfg.splits
+    assert R.parse_figure_stem("occurrences_train", splits) == ("occurrences", "train")
+    assert R.parse_figure_stem("n_runs", splits) == ("n_runs", None)
+    assert R.FIGURES["occurrences"].report_caption == os.path.join("report", "figure_occurrences.rst")
+    # the train entropy line comes from the vocabularies table
+    special = np.zeros(VOCAB, dtype=bool)
+    special[:2] = True
+    assert f"Train unigram entropy of c1 / t1: {unigram_entropy(counts, special):.4f} nats" in readme
+
+
+def test_fmt_and_tables():
+    assert R.fmt(None) == R.fmt(math.nan) == "–"
+    assert R.fmt(1.23456) == "1.2346" and R.fmt(1.23456, 0.1, digits=3) == "1.235 ± 0.100"
+    assert R.fmt(2.0, math.nan, digits=3) == "2.000" and R.fmt(3) == "3" and R.fmt("tiny-s") == "tiny-s"
+    assert R.md_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    df = pd.DataFrame({"model": ["m"], "weight_decay": [0.1], "n_seeds": [3.0], "loss": [0.5], "alpha": [None]})
+    assert R.df_table(df, [("model", "model"), ("weight_decay", "decay"), ("n_seeds", "n"), ("loss", "loss"),
+                           ("alpha", "alpha")], axes=["alpha"]) == (
+        "| model | decay | n | loss | alpha |\n|---|---|---|---|---|\n| m | 0.1 | 3 | 0.5000 | null |")
+
+
+def test_significance_is_decided_by_the_sign_of_delta():
+    # seeds 0, 1 paired at decay 0.5, seed 2 only at the reference: the paired t can point the other way from
+    # delta (the change of the seed means); a significant bin counts where delta points.
+    eff = pd.DataFrame({"model": "m", "split": ["train", "train", "validation", "train"],
+                        "weight_decay_ref": 0.0, "weight_decay": [0.5, 0.5, 0.5, 0.0], "bin": [0, 1, 0, 0],
+                        "delta": [0.2, -0.1, 0.3, 0.0], "t_stat": [-5.0, -3.0, 4.0, math.nan],
+                        "p_value": [0.01, 0.02, math.nan, math.nan], "significant": [True, True, False, False]})
+    tested, rose, fell = R.significance_flags(eff)
+    assert tested.tolist() == [True, True, False, False]
+    assert rose.tolist() == [True, False, False, False] and fell.tolist() == [False, True, False, False]
+    counts = R.significance_counts(eff, ["model"], ["validation", "train"])
+    assert counts[["split", "n_tested", "n_rose", "n_fell"]].values.tolist() == [["validation", 0, 0, 0],
+                                                                                 ["train", 2, 1, 1]]
