@@ -181,7 +181,8 @@ def test_long_pieces_are_cut_for_training_only(paragraphs):
     assert max(len(t) for t in cut.get_vocab()) == 64  # (byte-level symbols: one character per byte)
     assert cut.decode(cut.encode(blob).ids) == blob
     assert json.loads(cut.to_str())["pre_tokenizer"]["type"] == "ByteLevel"  # encoding is not cut
-    assert tz.train_bpe(paragraphs, 600, max_piece_bytes=64).to_str() == tz.train_bpe(paragraphs, 600, max_piece_bytes=None).to_str()
+    plain = tz.train_bpe(paragraphs, 600, max_piece_bytes=None)
+    assert tz.train_bpe(paragraphs, 600, max_piece_bytes=64).to_str() == plain.to_str()
     with pytest.raises(ValueError, match="max_piece_bytes"):
         tz.train_bpe(paragraphs, 600, max_piece_bytes=0)
 

@@ -149,7 +149,8 @@ def _document_batches(documents_path: str, split: str | None, columns=("text",))
 
 
 def train_documents(documents_path: str, out_path: str, vocab_size: int, min_frequency: int = 2,
-                    max_piece_bytes: int | None = MAX_PIECE_BYTES, split: str = "train", key: str = "tokenizer") -> dict:
+                    max_piece_bytes: int | None = MAX_PIECE_BYTES, split: str = "train",
+                    key: str = "tokenizer") -> dict:
     """Train the BPE (train_bpe) on one split of documents.parquet in this process; write it atomically.
 
     Returns {"vocab_size", "documents", "characters"}. `key` names the config entry in errors."""
@@ -219,7 +220,8 @@ def _stoppable(cmd: list[str], what: str) -> dict:
     try:
         result = json.loads(out.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        raise RuntimeError(f"{what}: the tokenizer trainer failed (exit status {proc.returncode}): {' '.join(cmd)}") from None
+        raise RuntimeError(f"{what}: the tokenizer trainer failed (exit status {proc.returncode}): "
+                           f"{' '.join(cmd)}") from None
     if "error" in result:
         raise DataError(result["error"])
     return result
