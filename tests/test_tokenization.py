@@ -229,6 +229,27 @@ def test_training_stops_on_a_signal(tmp_path, signum):
         os.kill(child, 0)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the trainer in Linux's /proc")
+def test_a_killed_trainer_fails_the_job(tmp_path):
+    """The trainer child killed from outside (as by the out-of-memory killer): the job fails saying so."""
+    documents = one_document(tmp_path, letters(400_000))
+    out = tmp_path / "tok" / "tokenizer.json"
+    proc = subprocess.Popen(train_command(documents, out, None), stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        for line in proc.stderr:
+            if "computing up to 4096 tokens" in line:
+                break
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+            (child,) = map(int, fh.read().split())
+        os.kill(child, signal.SIGKILL)
+        rest = proc.communicate(timeout=10)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert "the tokenizer trainer failed (killed by SIGKILL (out of memory?))" in rest, rest
+    assert list(out.parent.iterdir()) == []
+
+
 def test_training_errors_come_back_from_the_trainer(tmp_path):
     documents = tmp_path / "documents.parquet"
     write_parquet({"doc_id": ["d"], "split": ["validation"], "text": ["Peace."], "source": ["s"]}, documents)

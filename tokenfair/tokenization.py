@@ -220,8 +220,9 @@ def _stoppable(cmd: list[str], what: str) -> dict:
     try:
         result = json.loads(out.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        raise RuntimeError(f"{what}: the tokenizer trainer failed (exit status {proc.returncode}): "
-                           f"{' '.join(cmd)}") from None
+        how = (f"killed by {signal.Signals(-proc.returncode).name} (out of memory?)" if proc.returncode < 0
+               else f"exit status {proc.returncode}")
+        raise RuntimeError(f"{what}: the tokenizer trainer failed ({how}): {' '.join(cmd)}") from None
     if "error" in result:
         raise DataError(result["error"])
     return result
