@@ -73,6 +73,22 @@ def test_duplicates_kept_once_heldout_wins():
     assert dict(zip(cols["text"], cols["split"]))["Peace and plenty."] == "test"
 
 
+def test_dropped_documents_are_logged(caplog):
+    """Every empty or whitespace-only document is named in the log (corpus, source, position, reason), the
+    first ten of them; the rest are counted."""
+    spec = spec_of(source="jsonl", path="x", validation_fraction=0.0)
+    inputs = docs(["Peace and plenty.", " \n\t ", "War."], "a.jsonl") + docs([""] + ["\r\n"] * 13, "b.jsonl")
+    with caplog.at_level("WARNING", logger="tokenfair.corpus"):
+        cols = corpus.build_documents(inputs, spec, "speeches")
+    assert sorted(cols["text"]) == ["Peace and plenty.", "War."]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[:3] == ["corpus speeches: dropped document 2 of a.jsonl: whitespace only",
+                         "corpus speeches: dropped document 1 of b.jsonl: empty",
+                         "corpus speeches: dropped document 2 of b.jsonl: whitespace only"]
+    assert lines[9] == "corpus speeches: dropped document 9 of b.jsonl: whitespace only"
+    assert lines[10:] == ["corpus speeches: dropped 5 more empty or whitespace-only documents (15 in all)"]
+
+
 def test_text_files_and_blocks(tmp_path, paragraphs):
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.txt").write_text("\n\n".join(paragraphs[:3]))

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import signal
+import string
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +145,139 @@ def test_shard_of_every_split(bpe_path, documents, tmp_path):
     expected = [i for x in t["text"] for i in tok.encode(x, add_special_tokens=False).ids + [0]]
     np.testing.assert_array_equal(tz.load_tokens(str(tmp_path / "all.npy")), np.array(expected, np.uint32))
     assert tz.load_index(str(tmp_path / "all.parquet")).column("doc_id").to_pylist() == t["doc_id"]
+
+
+# --------------------------------------------------------------------------------------------------
+# odd text: pieces without whitespace, stopping the trainer, memory and progress of large inputs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def letters(n: int, seed: int = 0) -> str:
+    """n random lowercase letters: one pre-tokenized piece, unlike any other (the trainer's worst case)."""
+    return "".join(random.Random(seed).choices(string.ascii_lowercase, k=n))
+
+
+def one_document(tmp_path, text: str) -> str:
+    path = tmp_path / "documents.parquet"
+    write_parquet({"doc_id": ["d"], "split": ["train"], "text": [text], "source": ["blob"]}, path)
+    return str(path)
+
+
+def train_command(documents: str, out: Path, max_piece_bytes) -> list[str]:
+    """A process that trains like the tokenizer job (train_tokenizer, logging to stderr)."""
+    spec = {"type": "bpe", "vocab_size": 4096, "max_piece_bytes": max_piece_bytes}
+    code = ("import logging, sys; from tokenfair.tokenization import train_tokenizer; "
+            "logging.basicConfig(level=logging.INFO); "
+            f"train_tokenizer({spec!r}, sys.argv[1], sys.argv[2], 'b')")
+    return [sys.executable, "-c", code, documents, str(out)]
+
+
+def test_long_pieces_are_cut_for_training_only(paragraphs):
+    """Pieces longer than max_piece_bytes are cut for training: no token is longer; text without such pieces
+    trains exactly as without the cut, and the tokenizer encodes with the plain ByteLevel pre-tokenizer."""
+    blob = "abcdefghij" * 5000  # one 50 kB piece
+    cut = tz.train_bpe([blob, *paragraphs[:50]], 800, max_piece_bytes=64)
+    assert max(len(t) for t in cut.get_vocab()) == 64  # (byte-level symbols: one character per byte)
+    assert cut.decode(cut.encode(blob).ids) == blob
+    assert json.loads(cut.to_str())["pre_tokenizer"]["type"] == "ByteLevel"  # encoding is not cut
+    plain = tz.train_bpe(paragraphs, 600, max_piece_bytes=None)
+    assert tz.train_bpe(paragraphs, 600, max_piece_bytes=64).to_str() == plain.to_str()
+    with pytest.raises(ValueError, match="max_piece_bytes"):
+        tz.train_bpe(paragraphs, 600, max_piece_bytes=0)
+
+
+def test_document_without_whitespace_trains_in_bounded_time(tmp_path):
+    """400 kB of letters in one piece took the trainer 90 s uncut (20 MB: days); cut at the default 1024
+    bytes, about a second (20 MB: a minute or two)."""
+    documents = one_document(tmp_path, letters(400_000))
+    out = tmp_path / "tok" / "tokenizer.json"
+    res = subprocess.run(train_command(documents, out, tz.MAX_PIECE_BYTES), capture_output=True, text=True,
+                         cwd=REPO, timeout=30)
+    assert res.returncode == 0, res.stderr
+    tok = tz.load_tokenizer(str(out))
+    assert tz.vocab_size(tok) == 4096 and max(len(t) for t in tok.get_vocab()) <= tz.MAX_PIECE_BYTES
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_training_stops_on_a_signal(tmp_path, signum):
+    """SIGINT or SIGTERM stop the BPE trainer within seconds (its Rust loop would not see them for minutes):
+    status 128 + signum, a log line saying so, no tokenizer.json nor temporary file, no trainer left."""
+    documents = one_document(tmp_path, letters(400_000))  # uncut: 90 s of training
+    out = tmp_path / "tok" / "tokenizer.json"
+    proc = subprocess.Popen(train_command(documents, out, None), stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        seen = []
+        for line in proc.stderr:  # the trainer has read the document: it is in its merge loop now
+            seen.append(line)
+            if "computing up to 4096 tokens" in line:
+                break
+        time.sleep(1.0)
+        proc.send_signal(signum)
+        sent = time.monotonic()
+        rest = proc.communicate(timeout=10)[1]
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum and took < 5, (proc.returncode, took, seen, rest)
+    message = next(line for line in rest.splitlines() if "stopped by" in line)
+    assert f"tokenizer.json (tokenizers.b): stopped by {signal.Signals(signum).name}" in message
+    assert "nothing is written" in message
+    assert list(out.parent.iterdir()) == []
+    child = int(message.split("(pid ")[1].split(")")[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the trainer in Linux's /proc")
+def test_a_killed_trainer_fails_the_job(tmp_path):
+    """The trainer child killed from outside (as by the out-of-memory killer): the job fails saying so."""
+    documents = one_document(tmp_path, letters(400_000))
+    out = tmp_path / "tok" / "tokenizer.json"
+    proc = subprocess.Popen(train_command(documents, out, None), stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        for line in proc.stderr:
+            if "computing up to 4096 tokens" in line:
+                break
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+            (child,) = map(int, fh.read().split())
+        os.kill(child, signal.SIGKILL)
+        rest = proc.communicate(timeout=10)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert "the tokenizer trainer failed (killed by SIGKILL (out of memory?))" in rest, rest
+    assert list(out.parent.iterdir()) == []
+
+
+def test_training_errors_come_back_from_the_trainer(tmp_path):
+    documents = tmp_path / "documents.parquet"
+    write_parquet({"doc_id": ["d"], "split": ["validation"], "text": ["Peace."], "source": ["s"]}, documents)
+    out = tmp_path / "tokenizer.json"
+    with pytest.raises(DataError, match="the train split has no documents to train tokenizers.b on"):
+        tz.train_tokenizer({"type": "bpe", "vocab_size": 300}, str(documents), str(out), "b")
+    assert list(tmp_path.iterdir()) == [documents]
+
+
+def test_encode_memory_formula_bounds_the_measurements():
+    """encode_memory_mb, the tokenize job's memory, is above what encode_split used (its docstring's runs)."""
+    for mb, used in ((5, 808), (10, 1460), (20, 2566)):  # one line of English of this many MB
+        assert used <= tz.encode_memory_mb(mb * 10**6) < 1.25 * used
+    assert 475 <= tz.encode_memory_mb(20 * 10**6, 20_000) < 1000  # the same text in 20 kB documents
+    # a corpus of small documents: memory grows with the ids held, not with the documents encoded
+    assert tz.encode_memory_mb(10**9, 20_000) < tz.encode_memory_mb(10**9, 5 * 10**6) < tz.encode_memory_mb(10**9)
+
+
+def test_large_inputs_log_progress(bpe_path, documents, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(tz, "PROGRESS_CHARS", 20_000)
+    monkeypatch.setattr(tz, "BATCH_CHARS", 1000)  # every paragraph is a "large" document here
+    with caplog.at_level("INFO", logger="tokenfair.tokenization"):
+        tz.encode_split(documents, bpe_path, "train", str(tmp_path / "t.npy"), str(tmp_path / "t.parquet"))
+    lines = [r.getMessage() for r in caplog.records]
+    chars = sum(len(t) for _, t in split_texts(documents, "train"))
+    progress = [line for line in lines if "MB of text read so far" in line]
+    assert len(progress) == chars // 20_000 and progress[0].startswith(f"{documents}: ")
+    assert any("t.npy: encoding a document of 0 MB (about " in line for line in lines)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ EMBEDDED = {
 }
 
 _BLOCK_SEP = re.compile(r"\n[ \t]*\n")
+LOG_DROPPED = 10  # dropped (empty) documents named one by one in the log; the rest are counted
 _HASH_BITS = 64
 
 
@@ -324,6 +325,9 @@ def local_files(spec: dict) -> list[str]:
 def build_documents(docs: Iterable[Doc], spec: dict, name: str = "corpus") -> dict[str, list]:
     """Normalise, deduplicate, split and order documents. Returns the columns of documents.parquet.
 
+    An empty or whitespace-only document is dropped with a warning naming its source and its position there
+    (the n-th document read from that file or origin, from 1); past LOG_DROPPED, one warning counts the rest.
+
     Raises DataError for an empty corpus or an empty configured split (not for an `eval_only` corpus, which
     is used whole).
     """
@@ -333,12 +337,18 @@ def build_documents(docs: Iterable[Doc], spec: dict, name: str = "corpus") -> di
     tf = float(spec.get("test_fraction", 0.0))
     kept: dict[str, Doc] = {}
     sources: list[str] = []
-    n_dup = 0
+    n_dup = n_dropped = 0
+    position: dict[str, int] = {}  # documents read so far per source
     for d in docs:
         if not sources or sources[-1] != d.source:
             sources.append(d.source)
+        position[d.source] = position.get(d.source, 0) + 1
         text = normalise(d.text, lowercase)
         if not text:
+            n_dropped += 1
+            if n_dropped <= LOG_DROPPED:
+                log.warning("corpus %s: dropped document %d of %s: %s", name, position[d.source], d.source,
+                            "whitespace only" if d.text else "empty")
             continue
         did = doc_id(text)
         old = kept.get(did)
@@ -347,6 +357,9 @@ def build_documents(docs: Iterable[Doc], spec: dict, name: str = "corpus") -> di
             if not (d.heldout and not old.heldout):
                 continue  # first occurrence wins, except that a held-out copy takes a document to test
         kept[did] = Doc(text, d.source, d.heldout)
+    if n_dropped > LOG_DROPPED:
+        log.warning("corpus %s: dropped %d more empty or whitespace-only documents (%d in all)", name,
+                    n_dropped - LOG_DROPPED, n_dropped)
     key = f"corpora.{name}"
     if not kept:
         where = _describe_sources(sources) or spec.get("path") or spec.get("repo") or spec.get("name")
