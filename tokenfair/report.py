@@ -20,7 +20,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 MAX_README_RUNS = 200  # above this the README shows the seed table only (runs.csv has every run)
 
@@ -61,7 +64,7 @@ class FigureContext:
     """What every figure of a study shares: the plan, its splits, one colour per decay, the columns that make
     a panel (others) and the base value of each extra axis per model (panel labels name only the others)."""
 
-    plan: "Plan"  # tokenfair.plan.Plan
+    plan: Plan
     splits: list[str]
     colors: dict
     others: list[str]
