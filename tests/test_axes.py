@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tokenfair import config as tfconfig
-from tokenfair import paths
+from tokenfair import optim, paths
 from tokenfair import train as tt
 from tokenfair.errors import ConfigError, DataError
 
@@ -136,10 +136,10 @@ def test_tie_embeddings_axis_shares_one_tensor(tmp_path_factory, data):
 
 
 def test_row_decay_scales():
-    s = tt.row_decay_scales(np.array([0, 3, 8]), 0.5, 4)  # (c+1)^0.5 = 1, 2, 3, 1 (row 3 beyond the ids)
+    s = optim.row_decay_scales(np.array([0, 3, 8]), 0.5, 4)  # (c+1)^0.5 = 1, 2, 3, 1 (row 3 beyond the ids)
     np.testing.assert_allclose(s, np.array([1, 2, 3, 1]) / 1.75)
     assert s.mean() == pytest.approx(1.0)
-    np.testing.assert_array_equal(tt.row_decay_scales(np.array([0, 5, 100]), 0.0, 3), np.ones(3))
+    np.testing.assert_array_equal(optim.row_decay_scales(np.array([0, 5, 100]), 0.0, 3), np.ones(3))
 
 
 def test_alpha_zero_is_plain_decay(tmp_path_factory, data, frequency):
@@ -162,7 +162,7 @@ def test_alpha_decays_each_row_by_its_frequency(tmp_path_factory, data, frequenc
     init = torch.linalg.vector_norm(initial_embedding(settings_for(weight_decay=wd, **STEPS), n), dim=1).numpy()
     unseen = np.flatnonzero(counts[:n] == 0)
     assert len(unseen) > 50
-    s = tt.row_decay_scales(counts, 1.0, n)
+    s = optim.row_decay_scales(counts, 1.0, n)
     expect = init[unseen] * (1 - lr * wd * s[unseen]) ** STEPS["steps"]  # constant lr (min_lr_ratio 1, no warmup)
     np.testing.assert_allclose(norms["embedding_norm"].to_numpy()[unseen], expect, rtol=1e-4)
     np.testing.assert_allclose(plain["embedding_norm"].to_numpy()[unseen],

@@ -17,8 +17,10 @@ import pytest
 import torch
 
 from tokenfair import config as tfconfig
-from tokenfair import paths
+from tokenfair import optim, paths
 from tokenfair import train as tt
+from tokenfair import windows
+from tokenfair.device import autocast_for
 from tokenfair.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,9 +152,9 @@ def test_saved_model_reloads_and_reproduces_the_final_loss(ref, data):
 
     assert tok(text)["input_ids"] == Tokenizer.from_file(data["tokenizer_json"]).encode(text).ids
     shard = np.load(data["eval_tokens"]["validation"], mmap_mode="r")
-    starts = tt.eval_starts(len(shard), 32, 2048)
+    starts = windows.eval_starts(len(shard), 32, 2048)
     sums = tt.evaluate(model, shard, starts, 32, 32, device=torch.device("cpu"),
-                       autocast=tt.autocast_for(torch.device("cpu"), "fp32"), acc_dtype=torch.float64, n_rows=512)
+                       autocast=autocast_for(torch.device("cpu"), "fp32"), acc_dtype=torch.float64, n_rows=512)
     loss = float(sums[0].sum() / sums[1].sum())
     assert loss == pytest.approx(info["final"]["validation"]["loss"], rel=1e-9)
 
@@ -166,8 +168,8 @@ def test_openelm_run_reloads_with_the_auto_classes(data, tmp_path):
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
     shard = np.load(data["eval_tokens"]["validation"], mmap_mode="r")
-    sums = tt.evaluate(model, shard, tt.eval_starts(len(shard), 32, 2048), 32, 32, device=torch.device("cpu"),
-                       autocast=tt.autocast_for(torch.device("cpu"), "fp32"), acc_dtype=torch.float64, n_rows=512)
+    sums = tt.evaluate(model, shard, windows.eval_starts(len(shard), 32, 2048), 32, 32, device=torch.device("cpu"),
+                       autocast=autocast_for(torch.device("cpu"), "fp32"), acc_dtype=torch.float64, n_rows=512)
     assert float(sums[0].sum() / sums[1].sum()) == pytest.approx(info["final"]["validation"]["loss"], rel=1e-9)
 
 
@@ -179,46 +181,51 @@ def test_decay_groups():
     from tokenfair.models import build_model
     from tokenfair.presets import resolve_model_spec
 
+    def decay_groups(model, mode):
+        lists = optim.decay_lists(model, optim.param_groups(model, {"decay_group": mode, "weight_decay": 0.5}))
+        return lists["decay"], lists["no_decay"]
+
     llama = build_model(resolve_model_spec("tiny-xs"), 300)
     names = [n for n, _ in llama.named_parameters()]
-    d, nd = tt.decay_groups(llama, "all")
+    d, nd = decay_groups(llama, "all")
     assert d == names and nd == []
-    d, nd = tt.decay_groups(llama, "matrices")
+    d, nd = decay_groups(llama, "matrices")
     assert {"model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.q_proj.weight"} <= set(d)
     assert set(nd) == {n for n in names if "norm" in n}
-    d, nd = tt.decay_groups(llama, "matrices_no_embeddings")
+    d, nd = decay_groups(llama, "matrices_no_embeddings")
     assert "model.embed_tokens.weight" in nd and "lm_head.weight" in nd and "model.layers.0.mlp.up_proj.weight" in d
     elm = build_model(resolve_model_spec("tiny-openelm"), 300)  # tied embedding and head
-    d, nd = tt.decay_groups(elm, "matrices_no_embeddings")
+    d, nd = decay_groups(elm, "matrices_no_embeddings")
     assert "transformer.token_embeddings.weight" in nd and not any("embeddings" in n for n in d)
-    opt, groups, _ = tt.make_optimizer(llama, {"decay_group": "matrices", "weight_decay": 0.5, "lr": 1e-3,
-                                            "betas": [0.9, 0.95], "eps": 1e-8}, torch.device("cpu"))
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]
+    train = {"decay_group": "matrices", "weight_decay": 0.5, "lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8}
+    opt = optim.make_optimizer(llama, optim.param_groups(llama, train), train, torch.device("cpu"))
+    assert [(g["name"], g["weight_decay"]) for g in opt.param_groups] == [
+        ("matrices", 0.5), ("embeddings", 0.5), ("head", 0.5), ("norms_biases", 0.0)]
     assert sum(len(g["params"]) for g in opt.param_groups) == len(names)
 
 
 def test_lr_schedule():
     t = {"warmup_steps": 10, "steps": 111, "min_lr_ratio": 0.1}
-    f = [tt.lr_factor(s, t) for s in range(111)]
+    f = [optim.lr_factor(s, t) for s in range(111)]
     assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[10] == 1.0
     assert f[-1] == pytest.approx(0.1) and f[60] == pytest.approx(0.55)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
-    assert tt.lr_factor(0, {"warmup_steps": 0, "steps": 1, "min_lr_ratio": 0.0}) == 1.0
+    assert optim.lr_factor(0, {"warmup_steps": 0, "steps": 1, "min_lr_ratio": 0.0}) == 1.0
 
 
 def test_eval_starts_and_sampler():
-    s = tt.eval_starts(1001, 10, 250)  # 100 windows, 25 of them evenly spaced
+    s = windows.eval_starts(1001, 10, 250)  # 100 windows, 25 of them evenly spaced
     assert len(s) == 25 and s[0] == 0 and (np.diff(s) == 40).all()
-    assert (tt.eval_starts(1001, 10, 10**6) == np.arange(100) * 10).all()  # the whole shard
-    a = tt.WindowSampler(1001, 10, seed=3)
+    assert (windows.eval_starts(1001, 10, 10**6) == np.arange(100) * 10).all()  # the whole shard
+    a = windows.WindowSampler(1001, 10, seed=3)
     first = a.next_starts(100)
     assert sorted(first.tolist()) == list(range(0, 1000, 10))  # one epoch: every window once
     a.next_starts(37)
     state = a.state_dict()
-    b = tt.WindowSampler(1001, 10, seed=3)
+    b = windows.WindowSampler(1001, 10, seed=3)
     b.load_state_dict(state)
     assert (a.next_starts(150) == b.next_starts(150)).all()
-    assert not (tt.WindowSampler(1001, 10, seed=4).next_starts(100) == first).all()
+    assert not (windows.WindowSampler(1001, 10, seed=4).next_starts(100) == first).all()
 
 
 # --------------------------------------------------------------------------------------------------
