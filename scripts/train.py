@@ -20,6 +20,7 @@ with job_log(snakemake.log[0]) as log:
             out_dir=os.path.dirname(snakemake.output.per_token),
             tokenizer_spec=snakemake.params.tokenizer,
             train_frequency=inputs.frequency if "frequency" in inputs.keys() else None,
+            corpus_spec=snakemake.params.get("corpus"),
         )
     except train.Preempted as exc:
         log.warning("%s", exc)

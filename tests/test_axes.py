@@ -18,6 +18,7 @@ from tokenfair import config as tfconfig
 from tokenfair import optim, paths
 from tokenfair import train as tt
 from tokenfair.errors import ConfigError, DataError
+from tokenfair.losses import objective
 
 from test_train import make_data, settings_for
 
@@ -210,11 +211,11 @@ def test_objective_label_smoothing_and_z_loss():
     logits, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
     logp = torch.log_softmax(logits, -1)
     ce = -logp[torch.arange(6), y].mean()
-    assert tt.objective(logits, y) == pytest.approx(ce.item(), rel=1e-6)
+    assert objective(logits, y) == pytest.approx(ce.item(), rel=1e-6)
     smooth = (1 - 0.1) * ce - 0.1 * logp.mean(-1).mean()
-    assert tt.objective(logits, y, label_smoothing=0.1) == pytest.approx(smooth.item(), rel=1e-6)
+    assert objective(logits, y, label_smoothing=0.1) == pytest.approx(smooth.item(), rel=1e-6)
     z = torch.logsumexp(logits, -1).pow(2).mean()
-    assert tt.objective(logits, y, z_loss=0.01) == pytest.approx((ce + 0.01 * z).item(), rel=1e-6)
+    assert objective(logits, y, z_loss=0.01) == pytest.approx((ce + 0.01 * z).item(), rel=1e-6)
 
 
 def final_logits(out, data):

@@ -19,7 +19,7 @@ import torch
 from tokenfair import paths
 from tokenfair import train as tt
 from tokenfair.runio import CHECKPOINT_FILE
-from test_train import data, settings_for  # noqa: F401  (data: the shared session fixture)
+from test_train import data, settings_for, tensorboard_scalars  # noqa: F401  (data: the shared session fixture)
 
 RESUME = {"steps": 40, "checkpoint_every": 5}
 CHILD = """
@@ -73,6 +73,13 @@ def assert_same_as(ref: Path, out: Path):
     cols = lambda p: [r.split(",")[:4] for r in (p / paths.RUN_LOG).read_text().splitlines()]  # noqa: E731
     assert cols(out) == cols(ref)  # step, loss, lr, grad_norm: identical too
     assert not (out / paths.RUN_CHECKPOINT).exists()
+    # TensorBoard: every step once, the same values (tokens/s aside: a timing)
+    tb, tb_ref = tensorboard_scalars(out), tensorboard_scalars(ref)
+    steps = lambda events: [s for s, _ in events]  # noqa: E731
+    assert {t: steps(v) for t, v in tb.items()} == {t: steps(v) for t, v in tb_ref.items()}
+    assert {t: v for t, v in tb.items() if t != "training/tokens_per_s"} == {
+        t: v for t, v in tb_ref.items() if t != "training/tokens_per_s"}
+    assert len(list((out / paths.RUN_TENSORBOARD).iterdir())) == 1
 
 
 def test_sigkill_then_rerun_is_identical(ref, data, tmp_path):
@@ -173,3 +180,26 @@ def test_frequency_aware_run_resumes_identically(data, tmp_path, monkeypatch):
     info = tt.run(settings, out_dir=str(tmp_path / "run"), train_frequency=str(freq), **data)
     assert info["timings"]["resumes"] == 1 and info["row_decay_parameters"]
     assert_same_as(tmp_path / "ref", tmp_path / "run")
+
+
+def test_run_killed_after_writing_events_past_its_checkpoint(ref, data, tmp_path, monkeypatch):
+    """Killed at step 17 (checkpoint at 10, log rows at 15 already in TensorBoard): the rerun resumes at 10 and
+    its TensorBoard folder holds every step once, as an uninterrupted run's."""
+    out = tmp_path / "run"
+    settings = settings_for(**{**RESUME, "checkpoint_every": 10})
+    real, calls = tt.train_step, []
+
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) == 17:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tt, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tt.run(settings, out_dir=str(out), **data)
+    assert [s for s, _ in tensorboard_scalars(out)["training/loss"]] == [5, 10, 15]
+    monkeypatch.setattr(tt, "train_step", real)
+    info = tt.run(settings, out_dir=str(out), **data)
+    assert info["timings"]["resumes"] == 1
+    assert_same_as(ref, out)

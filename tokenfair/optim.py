@@ -129,17 +129,15 @@ def row_decay_scales(train_counts: np.ndarray, alpha: float, n_rows: int) -> np.
     return s / s.mean()
 
 
-def frequency_row_scales(train: dict, train_frequency: str | None, n_rows: int, run: str) -> np.ndarray | None:
-    """The row scales of train.embedding_decay_alpha from the train frequency table (None without alpha);
-    DataError when the most frequent row's lr x weight_decay x s reaches 1."""
+def frequency_row_scales(train: dict, train_counts: np.ndarray | None, n_rows: int, run: str) -> np.ndarray | None:
+    """The row scales of train.embedding_decay_alpha from the train counts (the frequency table's; None without
+    alpha); DataError when the most frequent row's lr x weight_decay x s reaches 1."""
     alpha = train["embedding_decay_alpha"]
     if alpha is None:
         return None
-    if train_frequency is None:
+    if train_counts is None:
         raise ValueError("train.embedding_decay_alpha needs the train frequency table (train_frequency)")
-    from .counts import dense_counts  # numba's import: only for the runs that need the counts
-
-    scales = row_decay_scales(dense_counts(train_frequency), alpha, n_rows)
+    scales = row_decay_scales(train_counts, alpha, n_rows)
     worst = train["lr"] * float(train["weight_decay"]) * float(scales.max())
     if worst >= 1:
         raise DataError(

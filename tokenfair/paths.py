@@ -32,6 +32,7 @@ RUN_JSON = "run.json"
 RUN_MODEL = "model"
 RUN_NORMS = "norms.parquet"  # final embedding / unembedding row norms per token id
 RUN_CHECKPOINT = "ckpt"  # not a declared output: it survives a failed or killed job
+RUN_TENSORBOARD = "tensorboard"  # TensorBoard event files (train.tensorboard); not a declared output
 
 
 OOD_PREFIX = "ood-"

@@ -3,12 +3,14 @@
 Checkpoint: `<run>/ckpt/checkpoint.pt`, written atomically (temporary name, fsync, rename) and resumed only
 when its `fingerprint` (the settings that change results, the inputs' sizes) and `CHECKPOINT_VERSION` match.
 Outputs: per_token.parquet (`per_token_table`), norms.parquet (`embedding_norms`), train_log.csv
-(`write_log_csv`), run.json (`run_info`), model/ (`save_model` with `hf_tokenizer`).
+(`write_log_csv`), run.json (`run_info`), model/ (`save_model` with `hf_tokenizer`), and the TensorBoard
+event files in tensorboard/ (`TensorBoard`), written while the run trains.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import hashlib
 import io as _io
 import json
@@ -16,6 +18,7 @@ import logging
 import os
 import platform
 import random
+import shutil
 import subprocess
 
 import numpy as np
@@ -31,7 +34,7 @@ CHECKPOINT_VERSION = 2  # 2: the optimizer's named parameter groups (tokenfair.o
 LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s")
 # Train settings that change how a run executes but not what it computes: a checkpoint written under
 # other values of these is still resumed (bit-identity across a resume needs the same thread count).
-EXECUTION_KEYS = ("device", "threads", "compile", "checkpoint_every", "log_every")
+EXECUTION_KEYS = ("device", "threads", "compile", "checkpoint_every", "log_every", "tensorboard")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,16 +153,93 @@ def write_log_csv(rows: list[dict], path: str) -> None:
         fh.write(buf.getvalue())
 
 
+class TensorBoard:
+    """A run's TensorBoard event files in `log_dir` (train.tensorboard). Per log row: training/loss,
+    training/lr, training/grad_norm, training/tokens_per_s. Per evaluation: eval_<split>/loss and, given the
+    train counts, the loss per occurrence of each train-count bin (tokenfair.counts.log_bin):
+    eval_<split>/loss_bin<k>_<lo>-<hi>, and eval_<split>/loss_unseen for the ids never seen in training.
+    A fresh run (resume_step None) starts from an empty folder; a resumed one rewrites the events up to its
+    checkpoint's step into its own event file and removes the older files (which may hold steps past the
+    checkpoint): every step is in the folder once."""
+
+    def __init__(self, log_dir: str, n_ids: int, train_counts: np.ndarray | None, bin_base: float,
+                 resume_step: int | None):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise ImportError("train.tensorboard needs the tensorboard package (pip install tensorboard); "
+                              "or set train.tensorboard: false") from exc
+        if resume_step is None:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        old = sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*")))
+        kept = _scalar_events(old, resume_step) if old else []
+        self.writer = SummaryWriter(log_dir)
+        for event in kept:
+            self.writer.file_writer.add_event(event, walltime=event.wall_time)
+        self.writer.flush()
+        for path in old:  # after the flush: a kill in between leaves copies, which _scalar_events dedupes
+            os.remove(path)
+        self.n_ids = n_ids
+        self.bin_index, self.bin_tags = None, []
+        if train_counts is not None:
+            from .counts import bin_edges, log_bin
+
+            counts = np.zeros(n_ids, dtype=np.int64)
+            counts[: min(n_ids, len(train_counts))] = train_counts[:n_ids]
+            bins = log_bin(counts, bin_base).astype(np.int64)
+            self.bin_index = bins + 1  # 0: unseen
+            top = int(bins.max())
+            lo, hi = bin_edges(np.arange(top + 1), bin_base)
+            self.bin_tags = ["loss_unseen"] + [f"loss_bin{k:02d}_{lo[k]}-{hi[k]}" for k in range(top + 1)]
+
+    def log_row(self, row: dict) -> None:
+        for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+            self.writer.add_scalar(f"training/{key}", row[key], row["step"])
+
+    def evaluation(self, step: int, split: str, sums: np.ndarray) -> None:
+        loss_sum, count = sums[0, : self.n_ids], sums[1, : self.n_ids]
+        self.writer.add_scalar(f"eval_{split}/loss", loss_sum.sum() / max(count.sum(), 1), step)
+        if self.bin_index is None:
+            return
+        losses = np.bincount(self.bin_index, weights=loss_sum, minlength=len(self.bin_tags))
+        counts = np.bincount(self.bin_index, weights=count, minlength=len(self.bin_tags))
+        for tag, loss, n in zip(self.bin_tags, losses, counts):
+            if n > 0:
+                self.writer.add_scalar(f"eval_{split}/{tag}", loss / n, step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _scalar_events(paths: list[str], up_to_step: int) -> list:
+    """The scalar events of TensorBoard event files up to a step, once per (tag, step), in file order (as
+    written: the legacy loader does not migrate them to tensors)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    events = {}
+    for path in paths:
+        for e in LegacyEventFileLoader(path).Load():
+            if e.HasField("summary") and e.step <= up_to_step:
+                events[(e.summary.value[0].tag, e.step)] = e
+    return list(events.values())
+
+
 def run_info(settings: dict, *, decay: dict, tied: bool, n_params: int, n_ids: int, n_emb: int, device: str,
              precision: str, tokens_per_step: int, train_tokens: int, eval_tokens: dict, final: dict,
-             timings: dict) -> dict:
-    """run.json's content (docs/architecture.md): the settings and axes, lr x weight decay, which parameters
-    decay (`decay`: tokenfair.optim.decay_lists), sizes, device, the final evaluation, timings, versions."""
+             timings: dict, corpus_spec: dict | None) -> dict:
+    """run.json's content (docs/architecture.md): the settings and axes, the corpus normalisation (lowercase,
+    eod: from `corpus_spec`, the corpus's config entry; null when not given), lr x weight decay, which
+    parameters decay (`decay`: tokenfair.optim.decay_lists), sizes, device, the final evaluation, timings,
+    versions."""
     train = settings["train"]
     steps = train["steps"]
     return {
         "run": settings["run"], "corpus": settings["corpus"], "tokenizer": settings["tokenizer"],
         "axes": settings["axes"], "model_name": settings["model_name"], "seed": train["seed"],
+        "corpus_normalisation": None if corpus_spec is None else {k: corpus_spec[k] for k in ("lowercase", "eod")},
         "lr": train["lr"], "weight_decay": train["weight_decay"],
         "lr_x_weight_decay": train["lr"] * train["weight_decay"], "decay_group": train["decay_group"],
         "decay_parameters": decay["decay"], "no_decay_parameters": decay["no_decay"],

@@ -1,35 +1,29 @@
 """The training stage: one grid point's model trained from scratch, evaluated per vocabulary id.
 
-`run(settings, ...)` is the whole job and reads top to bottom: `setup` (the model, optimizer and data of
-the run: a `Job`) -> a `RunState` (step, accumulators, log rows, timers), resumed from the checkpoint if
+`run(settings, ...)` is the whole job, top to bottom: `setup` (the run's data, seeded model, optimizer and
+schedule: a `Job`) -> a `RunState` (step, accumulators, log rows, timers), resumed from the checkpoint if
 any -> `train_loop` -> `write_outputs`. `settings` is plain data, `tokenfair.config.run_settings(cfg, point)`.
 
-1. Seed torch, build the model at the tokenizer's vocabulary (`tokenfair.models.build_model`, SDPA
-   attention); AdamW over named parameter groups with their decays, warmup then cosine to `min_lr_ratio`
-   (`tokenfair.optim`); gradient clipping, gradient accumulation.
-2. Training windows: the train shard cut into windows of seq_len + 1 tokens at stride seq_len (every token
-   is a target once per epoch), visited in a fresh random order each epoch; the order comes from a numpy
-   PCG64 seeded by the run seed (the same for every decay of a seed: paired comparisons; `tokenfair.windows`).
-3. Evaluation at step 0, every `eval_every` steps and the final step, on a fixed sample of the train shard
-   (`eval_train_tokens`: evenly spaced windows, chosen from the shard alone, never from the seed, so every
-   run of a corpus x tokenizer sees the same windows) and on the validation (and test) shard
-   (`eval_val_tokens`). Per vocabulary id: summed cross-entropy (nats), count, argmax hits, accumulated on
-   the device with index_add_ in float64 (float32 on MPS) from fp32 logits.
-4. No per-step host synchronisation: step losses and gradient norms stay on the device and are read, with
-   the pending evaluation sums, once per log interval (`RunState.flush`); a non-finite loss or gradient
-   norm is then reported with the step it first occurred at. Evaluation ends with one device
-   synchronisation so that the throughput in the log excludes it.
-5. Checkpoints every `checkpoint_every` steps into `<run>/ckpt/` (not a Snakemake output, so it survives a
-   failed or killed job; `tokenfair.runio`); a rerun resumes from it and ends bit-identical (CPU, same
-   thread count) to an uninterrupted run. SIGTERM (SLURM time limit, preemption) checkpoints at the next
-   step boundary and exits non-zero (`Preempted`). The checkpoint is removed once every output is complete.
-6. Outputs, each written under a temporary name and renamed (`tokenfair.runio`): model/ (save_pretrained +
-   the fast tokenizer), run.json, train_log.csv, norms.parquet (embedding / unembedding row norms per id),
-   and per_token.parquet last.
+- Model: `tokenfair.models.build_model` at the tokenizer's vocabulary (SDPA attention), seeded by the run
+  seed. Optimizer and schedule: `tokenfair.optim` (named groups, decoupled decay, warmup then cosine);
+  gradient clipping and accumulation here. Windows and their order: `tokenfair.windows`.
+- Evaluation at step 0, every `eval_every` steps and the last, on a fixed sample of the train shard and on
+  each held-out shard: per vocabulary id, summed cross-entropy (nats), count and argmax hits, accumulated on
+  the device with index_add_ in float64 (float32 on MPS) from fp32 logits.
+- No per-step host synchronisation: step losses and gradient norms stay on the device and are read with the
+  pending evaluation sums once per log interval (`RunState.flush`), which reports a non-finite loss or
+  gradient norm with the step it first occurred at. Evaluation ends with one device synchronisation so that
+  the throughput in the log excludes it. A progress line (tokens/s, ETA) every PROGRESS_EVERY_S seconds.
+- Checkpoints every `checkpoint_every` steps into `<run>/ckpt/` (`tokenfair.runio`; not a Snakemake output,
+  so it survives a failed or killed job); a rerun resumes from it and ends bit-identical (CPU, same thread
+  count) to an uninterrupted run. SIGTERM (SLURM time limit, preemption) checkpoints at the next step
+  boundary and exits non-zero (`Preempted`). The checkpoint is removed once every output is complete.
+- Outputs, each written under a temporary name and renamed (`tokenfair.runio`): model/, run.json,
+  train_log.csv, norms.parquet, then per_token.parquet; TensorBoard event files as it trains.
 
 Regularizers and mitigations (train settings, so grid axes): decay_group, tie_embeddings (config side),
-embedding_decay_alpha (frequency-aware per-row decay of the embedding matrices, tokenfair.optim), dropout
-(add_dropout + attention dropout), label_smoothing and z_loss (objective).
+embedding_decay_alpha (tokenfair.optim), dropout (add_dropout + attention dropout), label_smoothing and
+z_loss (objective).
 """
 
 from __future__ import annotations
@@ -53,13 +47,16 @@ from . import optim, paths
 from .device import autocast_for, device_name, pick_device, synchronize
 from .errors import DataError, TokenfairError
 from .io import write_json, write_parquet
-from .runio import (CHECKPOINT_FILE, CHECKPOINT_VERSION, embedding_norms, final_metrics, fingerprint, hf_tokenizer,
-                    load_checkpoint, per_token_table, rng_state, run_info, save_checkpoint, save_model, set_rng_state,
-                    set_special_ids, write_log_csv)
+from .losses import evaluate, objective
+from .runio import (CHECKPOINT_FILE, CHECKPOINT_VERSION, TensorBoard, embedding_norms, final_metrics, fingerprint,
+                    hf_tokenizer, load_checkpoint, per_token_table, rng_state, run_info, save_checkpoint, save_model,
+                    set_rng_state, set_special_ids, write_log_csv)
 from .tokenization import load_tokenizer, special_ids, vocab_size
 from .windows import Data, WindowSampler, get_batch, load_data
 
 log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 60.0  # a progress line (step, tokens/s, ETA) in the job's log at least this often
 
 
 class NonFiniteLoss(TokenfairError, RuntimeError):
@@ -77,16 +74,6 @@ class Preempted(RuntimeError):
 def _grad_norm(params) -> torch.Tensor:
     norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(norms))
-
-
-def objective(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, z_loss: float = 0.0):
-    """The training loss: cross-entropy of fp32 logits (label-smoothed by train.label_smoothing) plus
-    train.z_loss x mean(logsumexp(logits)^2). Evaluation always uses the plain cross-entropy."""
-    logits = logits.float().reshape(-1, logits.size(-1))
-    loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    if z_loss > 0:
-        loss = loss + z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
-    return loss
 
 
 def add_dropout(model: torch.nn.Module, p: float) -> None:
@@ -116,26 +103,6 @@ def train_step(model, optimizer, micro_batches, *, autocast, grad_clip: float, p
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total / len(micro_batches), grad_norm
-
-
-@torch.no_grad()
-def evaluate(model, shard, starts, seq_len: int, batch_size: int, *, device, autocast, acc_dtype, n_rows: int):
-    """Per-id sums over the windows at `starts`: a [3, n_rows] device tensor of (summed cross-entropy in nats,
-    count, argmax hits) of each id as the target."""
-    sums = torch.zeros(3, n_rows, dtype=acc_dtype, device=device)
-    was_training = model.training
-    model.eval()
-    for i in range(0, len(starts), batch_size):
-        x, y = get_batch(shard, starts[i : i + batch_size], seq_len, device)
-        with autocast:
-            logits = model(input_ids=x, use_cache=False).logits
-        logits = logits.float().reshape(-1, logits.size(-1))
-        loss = F.cross_entropy(logits, y, reduction="none")
-        sums[0].index_add_(0, y, loss.to(acc_dtype))
-        sums[1].index_add_(0, y, torch.ones_like(loss, dtype=acc_dtype))
-        sums[2].index_add_(0, y, (logits.argmax(-1) == y).to(acc_dtype))
-    model.train(was_training)
-    return sums
 
 
 @contextlib.contextmanager
@@ -183,6 +150,8 @@ class Job:
     sampler: WindowSampler
     ckpt_dir: str
     fingerprint: str
+    train_counts: np.ndarray | None   # of the train frequency table, when given
+    tensorboard: TensorBoard | None = None  # opened by `run` once it knows the step it starts from
 
     @property
     def train(self) -> dict:
@@ -226,8 +195,13 @@ def setup(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokeni
             f"embedding ({n_emb} rows, models.{settings['model_name']}.vocab_size)"
         )
     data = load_data(train_tokens, eval_tokens, train, n_emb)
+    train_counts = None
+    if train_frequency is not None:
+        from .counts import dense_counts  # numba's import: only for the runs given the counts
+
+        train_counts = dense_counts(train_frequency)
     model = build_seeded_model(spec, n_emb, train, device)
-    row_scales = optim.frequency_row_scales(train, train_frequency, n_emb, settings["run"])
+    row_scales = optim.frequency_row_scales(train, train_counts, n_emb, settings["run"])
     groups = optim.param_groups(model, train, row_scales)
     optimizer = optim.make_optimizer(model, groups, train, device)
     decay = optim.decay_lists(model, groups)
@@ -242,6 +216,7 @@ def setup(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokeni
         optimizer=optimizer, scheduler=optim.lr_scheduler(optimizer, train),
         sampler=WindowSampler(len(data.train), train["seq_len"], train["seed"]),
         ckpt_dir=os.path.join(out_dir, paths.RUN_CHECKPOINT), fingerprint=fingerprint(settings, inputs, n_ids, n_emb),
+        train_counts=train_counts,
     )
 
 
@@ -300,10 +275,11 @@ class RunState:
         self.interval["train_s"] += seconds
         self.totals["train_s"] += seconds
 
-    def flush(self, acc_dtype: torch.dtype, run: str) -> None:
-        """One host synchronisation: fetch the step losses, gradient norms and evaluation sums."""
+    def flush(self, acc_dtype: torch.dtype, run: str) -> list:
+        """One host synchronisation: fetch the step losses, gradient norms and evaluation sums; returns the new
+        evaluation rows."""
         if not self.pending_steps and not self.pending_eval:
-            return
+            return []
         steps = [t for _, loss, gn in self.pending_steps for t in (loss, gn)]
         parts = [torch.stack(steps).to(acc_dtype)] if steps else []
         parts += [e[2].reshape(-1) for e in self.pending_eval]
@@ -319,12 +295,14 @@ class RunState:
             self.interval["loss"] += loss
             self.interval["grad_norm"] += gn
             self.interval["n"] += 1
-        k = 2 * len(self.pending_steps)
+        k, new = 2 * len(self.pending_steps), []
         for s, split, t in self.pending_eval:
-            self.rows.append((s, split, host[k : k + t.numel()].reshape(3, -1).copy()))
+            new.append((s, split, host[k : k + t.numel()].reshape(3, -1).copy()))
             k += t.numel()
+        self.rows += new
         self.pending_steps.clear()
         self.pending_eval.clear()
+        return new
 
     def log_row(self, lr: float, tokens_per_step: int, now: float) -> dict:
         """A train_log.csv row for the steps since the last one (flushed); starts the next interval."""
@@ -339,17 +317,16 @@ class RunState:
 
 
 def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenizer_json: str, out_dir: str,
-        tokenizer_spec: dict | None = None, train_frequency: str | None = None) -> dict:
+        tokenizer_spec: dict | None = None, train_frequency: str | None = None, corpus_spec: dict | None = None) -> dict:
     """Train one grid point and write its outputs into `out_dir` (the run folder). Returns run.json's content.
 
     settings: `run_settings(cfg, point)`; train_tokens: tokens/train.npy; eval_tokens: split -> shard for
     the held-out splits (validation, test, ood-<corpus>); tokenizer_json: the corpus tokenizer;
     tokenizer_spec: its config entry (for eod_token / pad_token of a given tokenizer); train_frequency: the
-    train frequency table, needed by train.embedding_decay_alpha.
+    train frequency table (needed by train.embedding_decay_alpha; gives TensorBoard its bins); corpus_spec:
+    the corpus's config entry (run.json records its normalisation: lowercase, eod).
     """
     state = RunState(clock=time.perf_counter())
-    if "train" in eval_tokens:
-        raise ValueError("eval_tokens holds the held-out splits; the train sample comes from train_tokens")
     os.makedirs(out_dir, exist_ok=True)
     job = setup(settings, train_tokens, eval_tokens, tokenizer_json, out_dir, train_frequency)
     log.info("%s: %s with %d parameters at %d ids on %s (%d threads); %d steps of %d tokens; %s",
@@ -361,10 +338,17 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
         job.load_state_dict(checkpoint)
         state.load_state_dict(checkpoint)
         log.info("resumed from %s at step %d", os.path.join(job.ckpt_dir, CHECKPOINT_FILE), state.step)
-        del checkpoint
-    with _sigterm_flag() as stop:
-        train_loop(job, state, stop)
-    return write_outputs(job, state, tokenizer_json, tokenizer_spec, out_dir)
+    if job.train["tensorboard"]:
+        job.tensorboard = TensorBoard(os.path.join(out_dir, paths.RUN_TENSORBOARD), job.n_ids, job.train_counts,
+                                      settings["frequency"]["bin_base"], state.step if checkpoint is not None else None)
+    del checkpoint
+    try:
+        with _sigterm_flag() as stop:
+            train_loop(job, state, stop)
+    finally:
+        if job.tensorboard is not None:
+            job.tensorboard.close()
+    return write_outputs(job, state, tokenizer_json, tokenizer_spec, out_dir, corpus_spec)
 
 
 def train_loop(job: Job, state: RunState, stop: dict) -> None:
@@ -376,6 +360,8 @@ def train_loop(job: Job, state: RunState, stop: dict) -> None:
         state.totals["eval_s"] += evaluate_splits(job, state, 0)
     t_mark = time.perf_counter()  # start of the current stretch of pure training time
     last_checkpoint = state.step if state.step > 0 else None
+    pace = (state.step, t_mark)  # this process's first step and its start: the pace of the progress lines
+    last_progress = t_mark
     while state.step < steps:
         if stop["signal"] is not None:
             state.add_train_time(time.perf_counter() - t_mark)
@@ -392,6 +378,8 @@ def train_loop(job: Job, state: RunState, stop: dict) -> None:
         job.scheduler.step()
         state.step += 1
         state.pending_steps.append((state.step, loss, grad_norm))
+        if time.perf_counter() - last_progress >= PROGRESS_EVERY_S:
+            last_progress = log_progress(job, state, *pace)
 
         step = state.step
         is_eval = step % train["eval_every"] == 0 or step == steps
@@ -400,11 +388,13 @@ def train_loop(job: Job, state: RunState, stop: dict) -> None:
         if not (is_eval or is_log or is_ckpt):
             continue
         if is_log or is_ckpt:
-            state.flush(job.acc_dtype, job.settings["run"])
+            flush(job, state)
         now = time.perf_counter()
         state.add_train_time(now - t_mark)
         if is_log:
             row = state.log_row(lr, job.tokens_per_step, now)
+            if job.tensorboard is not None:
+                job.tensorboard.log_row(row)
             log.info("step %d: loss %.4f lr %.3g grad_norm %.3f %.0f tokens/s", step, row["loss"], lr,
                      row["grad_norm"], row["tokens_per_s"])
         if is_eval:
@@ -413,7 +403,30 @@ def train_loop(job: Job, state: RunState, stop: dict) -> None:
             state.totals["checkpoint_s"] += write_checkpoint(job, state)
             last_checkpoint = step
         t_mark = time.perf_counter()
-    state.flush(job.acc_dtype, job.settings["run"])
+    flush(job, state)
+
+
+def log_progress(job: Job, state: RunState, first_step: int, start: float) -> float:
+    """A progress line: step, share done, tokens/s and ETA at this process's pace (evaluations and checkpoints
+    included), elapsed time across resumes. Returns the time it was written."""
+    now = time.perf_counter()
+    steps, per_s = job.train["steps"], (state.step - first_step) / max(now - start, 1e-9)
+    log.info("progress: step %d/%d (%.0f%%), %.0f tokens/s, %s elapsed, ETA %s", state.step, steps,
+             100 * state.step / steps, per_s * job.tokens_per_step, _hms(state.elapsed()),
+             _hms((steps - state.step) / per_s) if per_s > 0 else "unknown")
+    return now
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+
+def flush(job: Job, state: RunState) -> None:
+    """RunState.flush; the new evaluations go to TensorBoard."""
+    for step, split, sums in state.flush(job.acc_dtype, job.settings["run"]):
+        if job.tensorboard is not None:
+            job.tensorboard.evaluation(step, split, sums)
 
 
 def loss_kwargs(train: dict) -> dict:
@@ -435,14 +448,17 @@ def evaluate_splits(job: Job, state: RunState, at_step: int) -> float:
 def write_checkpoint(job: Job, state: RunState) -> float:
     """Flush, then save everything a resume needs at state.step; returns the seconds taken."""
     t0 = time.perf_counter()
-    state.flush(job.acc_dtype, job.settings["run"])
+    flush(job, state)
+    if job.tensorboard is not None:
+        job.tensorboard.flush()  # every event up to this step on disk before the checkpoint that skips them
     state.totals["elapsed_s"] = state.elapsed()
     save_checkpoint(job.ckpt_dir, {"version": CHECKPOINT_VERSION, "fingerprint": job.fingerprint,
                                    **job.state_dict(), **state.state_dict()})
     return time.perf_counter() - t0
 
 
-def write_outputs(job: Job, state: RunState, tokenizer_json: str, tokenizer_spec: dict | None, out_dir: str) -> dict:
+def write_outputs(job: Job, state: RunState, tokenizer_json: str, tokenizer_spec: dict | None, out_dir: str,
+                  corpus_spec: dict | None) -> dict:
     """model/, run.json, train_log.csv, norms.parquet, then per_token.parquet; then drop the checkpoint."""
     train, model = job.train, job.model
     final = final_metrics(state.rows, train["steps"], job.n_ids)
@@ -455,7 +471,7 @@ def write_outputs(job: Job, state: RunState, tokenizer_json: str, tokenizer_spec
         precision="bf16" if isinstance(job.autocast, torch.autocast) else "fp32",
         tokens_per_step=job.tokens_per_step, train_tokens=job.sampler.n_windows * train["seq_len"],
         eval_tokens={s: int(len(job.data.starts[s]) * train["seq_len"]) for s in job.data.splits},
-        final=final, timings={**state.totals, "elapsed_s": state.elapsed()},
+        final=final, timings={**state.totals, "elapsed_s": state.elapsed()}, corpus_spec=corpus_spec,
     )
     write_json(info, os.path.join(out_dir, paths.RUN_JSON))
     write_log_csv(state.log_rows, os.path.join(out_dir, paths.RUN_LOG))

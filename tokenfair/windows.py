@@ -91,6 +91,8 @@ class Data:
 
 
 def load_data(train_tokens: str, eval_tokens: dict[str, str], train: dict, n_emb: int) -> Data:
+    if "train" in eval_tokens:
+        raise ValueError("eval_tokens holds the held-out splits; the train sample comes from train_tokens")
     seq_len = train["seq_len"]
     train_shard = read_shard(train_tokens, seq_len, n_emb)
     unknown = [s for s in eval_tokens if not paths.is_split(s)]
