@@ -79,7 +79,8 @@ def measure(preset: str, args) -> dict:
     settings = {"decay_group": "matrices", "weight_decay": 0.1, "lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8}
     optimizer = optim.make_optimizer(model, optim.param_groups(model, settings), settings, device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    step_model = torch.compile(model) if args.compile else model
+    decoder = torch.compile(model.get_decoder()) if args.compile else model.get_decoder()
+    head = model.get_output_embeddings()
     autocast = autocast_for(device, "bf16")
 
     def batches():
@@ -88,12 +89,12 @@ def measure(preset: str, args) -> dict:
 
     torch.cuda.reset_peak_memory_stats(device)
     for _ in range(args.warmup):
-        tt.train_step(step_model, optimizer, batches(), autocast=autocast, grad_clip=1.0, params=params)
+        tt.train_step(decoder, head, optimizer, batches(), autocast=autocast, grad_clip=1.0, params=params)
     torch.cuda.synchronize(device)
     data = [batches() for _ in range(args.steps)]
     t0 = time.perf_counter()
     for b in data:
-        loss, _ = tt.train_step(step_model, optimizer, b, autocast=autocast, grad_clip=1.0, params=params)
+        loss, _ = tt.train_step(decoder, head, optimizer, b, autocast=autocast, grad_clip=1.0, params=params)
     torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     tokens_per_s = args.steps * args.batch_size * args.seq_len / seconds

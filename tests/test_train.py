@@ -208,7 +208,8 @@ def test_tensorboard_has_the_log_rows_and_each_bins_loss_at_every_evaluation(ref
     df = pq.read_table(tmp_path / "run" / paths.RUN_PER_TOKEN).to_pandas()
     bins = log_bin(counts, 3)
     lo, hi = bin_edges(bins, 3)
-    df["tag"] = np.where(bins < 0, "loss_unseen", [f"loss_bin{b:02d}_{a}-{c}" for b, a, c in zip(bins, lo, hi)])[df.token_id]
+    tags = [f"loss_bin{b:02d}_{a}-{c}" for b, a, c in zip(bins, lo, hi)]
+    df["tag"] = np.where(bins < 0, "loss_unseen", tags)[df.token_id]
     sums = df.groupby(["split", "tag", "step"])[["loss_sum", "count"]].sum()
     expect = {}
     for (split, tag, step), r in sums[sums["count"] > 0].iterrows():

@@ -228,8 +228,8 @@ def _scalar_events(paths: list[str], up_to_step: int) -> list:
 
 
 def run_info(settings: dict, *, decay: dict, tied: bool, n_params: int, n_ids: int, n_emb: int, device: str,
-             precision: str, tokens_per_step: int, train_tokens: int, eval_tokens: dict, final: dict,
-             timings: dict, corpus_spec: dict | None) -> dict:
+             precision: str, tokens_per_step: int, micro_batches: int, train_tokens: int, eval_tokens: dict,
+             final: dict, timings: dict, corpus_spec: dict | None) -> dict:
     """run.json's content (docs/architecture.md): the settings and axes, the corpus normalisation (lowercase,
     eod: from `corpus_spec`, the corpus's config entry; null when not given), lr x weight decay, which
     parameters decay (`decay`: tokenfair.optim.decay_lists), sizes, device, the final evaluation, timings,
@@ -246,7 +246,7 @@ def run_info(settings: dict, *, decay: dict, tied: bool, n_params: int, n_ids: i
         "row_decay_parameters": decay["row_decay"], "tied_embeddings": tied,
         "parameters": n_params, "vocab_size": n_ids, "embedding_rows": n_emb,
         "device": device, "threads": train["threads"], "precision": precision,
-        "tokens_per_step": tokens_per_step, "tokens_seen": steps * tokens_per_step,
+        "tokens_per_step": tokens_per_step, "micro_batches": micro_batches, "tokens_seen": steps * tokens_per_step,
         "epochs": steps * tokens_per_step / train_tokens,
         "eval_tokens": eval_tokens, "final": final, "timings": timings,
         "git_commit": git_commit(), "versions": versions(), "settings": settings,

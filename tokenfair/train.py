@@ -44,10 +44,10 @@ import torch
 import torch.nn.functional as F
 
 from . import optim, paths
-from .device import autocast_for, device_name, pick_device, synchronize
+from .device import autocast_for, compile_decoder, device_name, micro_batch, pick_device, synchronize
 from .errors import DataError, TokenfairError
 from .io import write_json, write_parquet
-from .losses import evaluate, objective
+from .losses import evaluate, final_hidden, training_loss
 from .runio import (CHECKPOINT_FILE, CHECKPOINT_VERSION, TensorBoard, embedding_norms, final_metrics, fingerprint,
                     hf_tokenizer, load_checkpoint, per_token_table, rng_state, run_info, save_checkpoint, save_model,
                     set_rng_state, set_special_ids, write_log_csv)
@@ -86,14 +86,15 @@ def add_dropout(model: torch.nn.Module, p: float) -> None:
         lambda m, args: (F.dropout(args[0], p, m.training), *args[1:]))
 
 
-def train_step(model, optimizer, micro_batches, *, autocast, grad_clip: float, params, loss_kw=None):
-    """Forward, training objective (fp32 logits), backward over the micro batches, clip, optimizer step.
-    Returns (mean objective, pre-clip gradient norm) as device tensors."""
+def train_step(decoder, head, optimizer, micro_batches, *, autocast, grad_clip: float, params, loss_kw=None):
+    """Forward (the decoder, maybe compiled, then the output head), training objective (fp32 logits, chunked:
+    tokenfair.losses), backward over the micro batches, clip, optimizer step. Returns (mean objective,
+    pre-clip gradient norm) as device tensors."""
     total = None
     for x, y in micro_batches:
         with autocast:
-            logits = model(input_ids=x, use_cache=False).logits
-        loss = objective(logits, y, **(loss_kw or {}))
+            hidden = final_hidden(decoder, x)
+        loss = training_loss(hidden, head, y, autocast=autocast, **(loss_kw or {}))
         (loss / len(micro_batches)).backward()
         total = loss.detach() if total is None else total + loss.detach()
     if grad_clip > 0:
@@ -141,7 +142,8 @@ class Job:
     n_emb: int                        # embedding rows (>= n_ids)
     data: Data
     model: torch.nn.Module
-    step_model: torch.nn.Module       # the model the training steps call (torch.compile'd with train.compile)
+    decoder: torch.nn.Module          # the model's decoder as the training steps call it (compiled: train.compile)
+    micro_batches: int                # per step, of equal size (train.grad_accum on the CPU)
     n_params: int
     decay: dict                       # tokenfair.optim.decay_lists
     grad_params: list                 # the parameters, in the order the gradient norm sums them
@@ -210,7 +212,8 @@ def setup(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokeni
     return Job(
         settings=settings, device=device, autocast=autocast_for(device, train["precision"]),
         acc_dtype=torch.float32 if device.type == "mps" else torch.float64, tokenizer=tok, n_ids=n_ids,
-        n_emb=n_emb, data=data, model=model, step_model=torch.compile(model) if train["compile"] else model,
+        n_emb=n_emb, data=data, model=model, decoder=compile_decoder(model.get_decoder(), train["compile"], device),
+        micro_batches=train["batch_size"] * train["grad_accum"] // micro_batch(spec, n_emb, train, device),
         n_params=count_parameters(model, n_ids), decay=decay,
         grad_params=optim.grad_norm_order(model, groups),
         optimizer=optimizer, scheduler=optim.lr_scheduler(optimizer, train),
@@ -317,7 +320,8 @@ class RunState:
 
 
 def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenizer_json: str, out_dir: str,
-        tokenizer_spec: dict | None = None, train_frequency: str | None = None, corpus_spec: dict | None = None) -> dict:
+        tokenizer_spec: dict | None = None, train_frequency: str | None = None,
+        corpus_spec: dict | None = None) -> dict:
     """Train one grid point and write its outputs into `out_dir` (the run folder). Returns run.json's content.
 
     settings: `run_settings(cfg, point)`; train_tokens: tokens/train.npy; eval_tokens: split -> shard for
@@ -329,9 +333,9 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
     state = RunState(clock=time.perf_counter())
     os.makedirs(out_dir, exist_ok=True)
     job = setup(settings, train_tokens, eval_tokens, tokenizer_json, out_dir, train_frequency)
-    log.info("%s: %s with %d parameters at %d ids on %s (%d threads); %d steps of %d tokens; %s",
+    log.info("%s: %s with %d parameters at %d ids on %s (%d threads); %d steps of %d tokens in %d micro-batches; %s",
              settings["run"], settings["model_name"], job.n_params, job.n_ids, device_name(job.device),
-             job.train["threads"], job.train["steps"], job.tokens_per_step,
+             job.train["threads"], job.train["steps"], job.tokens_per_step, job.micro_batches,
              ", ".join(f"{s} eval {len(job.data.starts[s]) * job.train['seq_len']} tokens" for s in job.data.splits))
     checkpoint = load_checkpoint(job.ckpt_dir, job.fingerprint)
     if checkpoint is not None:
@@ -372,9 +376,10 @@ def train_loop(job: Job, state: RunState, stop: dict) -> None:
         lr = job.scheduler.get_last_lr()[0]
         starts = job.sampler.next_starts(train["batch_size"] * train["grad_accum"])
         micro = [get_batch(job.data.train, c, train["seq_len"], job.device)
-                 for c in np.split(starts, train["grad_accum"])]
-        loss, grad_norm = train_step(job.step_model, job.optimizer, micro, autocast=job.autocast,
-                                     grad_clip=train["grad_clip"], params=job.grad_params, loss_kw=loss_kwargs(train))
+                 for c in np.split(starts, job.micro_batches)]
+        loss, grad_norm = train_step(job.decoder, job.model.get_output_embeddings(), job.optimizer, micro,
+                                     autocast=job.autocast, grad_clip=train["grad_clip"], params=job.grad_params,
+                                     loss_kw=loss_kwargs(train))
         job.scheduler.step()
         state.step += 1
         state.pending_steps.append((state.step, loss, grad_norm))
@@ -469,7 +474,8 @@ def write_outputs(job: Job, state: RunState, tokenizer_json: str, tokenizer_spec
         job.settings, decay=job.decay, tied=optim.tied(model), n_params=job.n_params, n_ids=job.n_ids,
         n_emb=job.n_emb, device=device_name(job.device),
         precision="bf16" if isinstance(job.autocast, torch.autocast) else "fp32",
-        tokens_per_step=job.tokens_per_step, train_tokens=job.sampler.n_windows * train["seq_len"],
+        tokens_per_step=job.tokens_per_step, micro_batches=job.micro_batches,
+        train_tokens=job.sampler.n_windows * train["seq_len"],
         eval_tokens={s: int(len(job.data.starts[s]) * train["seq_len"]) for s in job.data.splits},
         final=final, timings={**state.totals, "elapsed_s": state.elapsed()}, corpus_spec=corpus_spec,
     )
