@@ -58,7 +58,7 @@ def tied(model: torch.nn.Module) -> bool:
 
 
 def _group_of(model: torch.nn.Module):
-    """name -> group function for the model's parameters."""
+    """The function parameter -> its group's name, for this model."""
     emb = model.get_input_embeddings().weight
     out = model.get_output_embeddings()
     head = out.weight if out is not None else None

@@ -9,7 +9,10 @@ any -> `train_loop` -> `write_outputs`. `settings` is plain data, `tokenfair.con
   gradient clipping and accumulation here. Windows and their order: `tokenfair.windows`.
 - Evaluation at step 0, every `eval_every` steps and the last, on a fixed sample of the train shard and on
   each held-out shard: per vocabulary id, summed cross-entropy (nats), count and argmax hits, accumulated on
-  the device with index_add_ in float64 (float32 on MPS) from fp32 logits.
+  the device with index_add_ in float64 (float32 on MPS) from fp32 logits (`tokenfair.losses`, which also
+  computes the training objective; both in chunks of the logits).
+- Device (`tokenfair.device`): bf16 autocast on CUDA, the decoder torch.compile'd there (train.compile), the
+  micro-batch from the GPU's memory (the step's batch kept by gradient accumulation).
 - No per-step host synchronisation: step losses and gradient norms stay on the device and are read with the
   pending evaluation sums once per log interval (`RunState.flush`), which reports a non-finite loss or
   gradient norm with the step it first occurred at. Evaluation ends with one device synchronisation so that
@@ -68,7 +71,7 @@ class Preempted(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------------
-# one training step and one evaluation: no host synchronisation in either
+# one training step: no host synchronisation
 
 
 def _grad_norm(params) -> torch.Tensor:
