@@ -2,6 +2,8 @@
 
     python benchmarks/bench_train.py                              # tiny-s, config.yaml's train settings
     python benchmarks/bench_train.py --model tiny-m --threads 2 --steps 200 --repeats 5
+    python benchmarks/bench_train.py --variant compile=true       # and a variant of the train settings
+    python benchmarks/bench_train.py --variant-chunk-kib 64       # the loss in 64 KiB chunks of fp32 logits
 
 Both loops train the same model (same preset, vocabulary, seed and thread count) on the same real text
 (a byte-level BPE with config.yaml's vocabulary size trained on a few State of the Union speeches) with the
@@ -16,6 +18,10 @@ Two tokenfair figures:
   eval_*_tokens and checkpoint_every: what the per-token accounting costs on top.
 Model building and output writing are not timed in either; the plain loop's first WARMUP steps are not
 timed (tokenfair's step-0 evaluation warms its kernels up).
+
+With --variant KEY=VALUE (train settings, e.g. compile=true, tensorboard=false) and/or --variant-chunk-kib
+(tokenfair.losses.CHUNK_BYTES), a third loop runs the variant in the same alternation, and its ratio to the
+configured tokenfair loop is reported too (compile: its first step's compilation is inside train_s).
 """
 
 from __future__ import annotations
@@ -83,10 +89,16 @@ def plain_loop(settings: dict, data: dict) -> float:
     return t["steps"] * b * s / (time.perf_counter() - t0)
 
 
-def tokenfair_loop(settings: dict, data: dict, out: Path) -> tuple[float, float]:
+def tokenfair_loop(settings: dict, data: dict, out: Path, chunk_bytes: int | None = None) -> tuple[float, float]:
+    from tokenfair import losses
     from tokenfair import train as tt
 
-    info = tt.run(settings, out_dir=str(out), **data)
+    default = losses.CHUNK_BYTES
+    losses.CHUNK_BYTES = chunk_bytes or default
+    try:
+        info = tt.run(settings, out_dir=str(out), **data)
+    finally:
+        losses.CHUNK_BYTES = default
     tm, tokens = info["timings"], info["tokens_seen"]
     return tokens / tm["train_s"], tokens / (tm["train_s"] + tm["eval_s"] + tm["checkpoint_s"])
 
@@ -101,6 +113,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=None, help="default: the config's train.threads")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                    help="a train setting of the variant loop (YAML value), repeatable")
+    ap.add_argument("--variant-chunk-kib", type=int, default=None, help="the variant's loss chunk (KiB of fp32 logits)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from transformers.utils import logging as hf_logging
@@ -114,6 +129,13 @@ def main(argv=None):
     plan = tfplan.build(cfg)
     settings = plan.settings(plan.points[0])
     t = settings["train"]
+    variant = None
+    if args.variant or args.variant_chunk_kib:
+        import yaml
+
+        changes = dict(kv.split("=", 1) for kv in args.variant)
+        variant = {**settings, "train": {**t, **{k: yaml.safe_load(v) for k, v in changes.items()}}}
+        chunk = args.variant_chunk_kib * 1024 if args.variant_chunk_kib else None
     vocab = next(iter(cfg["tokenizers"].values())).get("vocab_size", 4096)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -121,16 +143,27 @@ def main(argv=None):
         print(f"{args.model}, vocab {vocab}, batch {t['batch_size']} x seq {t['seq_len']}, {t['steps']} steps, "
               f"{t['threads']} thread(s), eval every {t['eval_every']} ({t['eval_train_tokens']} + "
               f"{t['eval_val_tokens']} tokens), checkpoint every {t['checkpoint_every']}, torch {torch.__version__}")
-        plain, steps, whole = [], [], []
+        plain, steps, whole, v_steps, v_whole = [], [], [], [], []
         for i in range(args.repeats):
             plain.append(plain_loop(settings, data))
             a, b = tokenfair_loop(settings, data, tmp / f"run{i}")
             steps.append(a)
             whole.append(b)
-            print(f"  repeat {i + 1}: plain {plain[-1]:,.0f}  tokenfair steps {a:,.0f}  whole loop {b:,.0f} tokens/s")
+            line = f"  repeat {i + 1}: plain {plain[-1]:,.0f}  tokenfair steps {a:,.0f}  whole loop {b:,.0f}"
+            if variant is not None:
+                a, b = tokenfair_loop(variant, data, tmp / f"variant{i}", chunk)
+                v_steps.append(a)
+                v_whole.append(b)
+                line += f"  variant steps {a:,.0f}  whole loop {b:,.0f}"
+            print(line + " tokens/s")
         p, s, w = (statistics.median(v) for v in (plain, steps, whole))
         print(f"median tokens/s: plain {p:,.0f}; tokenfair steps {s:,.0f} ({s / p:.3f}x); "
               f"whole loop with per-token evaluation {w:,.0f} ({w / p:.3f}x)")
+        if variant is not None:
+            vs, vw = statistics.median(v_steps), statistics.median(v_whole)
+            what = ", ".join(args.variant + ([f"loss chunk {args.variant_chunk_kib} KiB"] if chunk else []))
+            print(f"variant ({what}): steps {vs:,.0f} ({vs / p:.3f}x plain, {vs / s:.3f}x tokenfair); "
+                  f"whole loop {vw:,.0f} ({vw / w:.3f}x tokenfair)")
 
 
 if __name__ == "__main__":

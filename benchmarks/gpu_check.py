@@ -111,7 +111,8 @@ def smoke(plan: dict, out: Path) -> list[dict]:
         info = tt.run(settings, out_dir=str(run_dir), train_frequency=str(out / "frequency.parquet"), **data)
         wall = time.perf_counter() - t0
         files = sorted(os.listdir(run_dir))
-        assert files == sorted([paths.RUN_PER_TOKEN, paths.RUN_LOG, paths.RUN_JSON, paths.RUN_NORMS, paths.RUN_MODEL]), files
+        assert files == sorted([paths.RUN_PER_TOKEN, paths.RUN_LOG, paths.RUN_JSON, paths.RUN_NORMS, paths.RUN_MODEL,
+                                paths.RUN_TENSORBOARD]), files
         n = pq.read_table(run_dir / paths.RUN_PER_TOKEN).num_rows
         row = {"variant": name, "wall_s": wall, "device": info["device"], "precision": info["precision"],
                "final": info["final"], "tied": info["tied_embeddings"], "row_decay": info["row_decay_parameters"],

@@ -63,7 +63,9 @@ def mfu(flops_token: float, tokens_per_s: float, peak_tflops: float) -> float:
 
 
 def measure(preset: str, args) -> dict:
+    from tokenfair import optim
     from tokenfair import train as tt
+    from tokenfair.device import autocast_for
     from tokenfair.models import build_model
     from tokenfair.presets import resolve_model_spec
 
@@ -75,10 +77,11 @@ def measure(preset: str, args) -> dict:
     model = build_model(spec, args.vocab, attn_implementation="sdpa").to(device)
     model.train()
     settings = {"decay_group": "matrices", "weight_decay": 0.1, "lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8}
-    optimizer, _, _ = tt.make_optimizer(model, settings, device)
+    optimizer = optim.make_optimizer(model, optim.param_groups(model, settings), settings, device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    step_model = torch.compile(model) if args.compile else model
-    autocast = tt.autocast_for(device, "bf16")
+    decoder = torch.compile(model.get_decoder()) if args.compile else model.get_decoder()
+    head = model.get_output_embeddings()
+    autocast = autocast_for(device, "bf16")
 
     def batches():
         w = torch.randint(0, args.vocab, (args.batch_size, args.seq_len + 1), device=device)
@@ -86,12 +89,12 @@ def measure(preset: str, args) -> dict:
 
     torch.cuda.reset_peak_memory_stats(device)
     for _ in range(args.warmup):
-        tt.train_step(step_model, optimizer, batches(), autocast=autocast, grad_clip=1.0, params=params)
+        tt.train_step(decoder, head, optimizer, batches(), autocast=autocast, grad_clip=1.0, params=params)
     torch.cuda.synchronize(device)
     data = [batches() for _ in range(args.steps)]
     t0 = time.perf_counter()
     for b in data:
-        loss, _ = tt.train_step(step_model, optimizer, b, autocast=autocast, grad_clip=1.0, params=params)
+        loss, _ = tt.train_step(decoder, head, optimizer, b, autocast=autocast, grad_clip=1.0, params=params)
     torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     tokens_per_s = args.steps * args.batch_size * args.seq_len / seconds

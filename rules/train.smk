@@ -14,6 +14,7 @@ rule train:
     params:
         settings=train_settings,
         tokenizer=lambda wildcards: PLAN["tokenizers"][wildcards.tok],
+        corpus=lambda wildcards: PLAN["corpora"][wildcards.corpus],
     wildcard_constraints:
         run=RUN_REGEX,
     log:

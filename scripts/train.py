@@ -19,7 +19,8 @@ with job_log(snakemake.log[0]) as log:
             tokenizer_json=inputs.tokenizer,
             out_dir=os.path.dirname(snakemake.output.per_token),
             tokenizer_spec=snakemake.params.tokenizer,
-            train_frequency=inputs.frequency if "frequency" in inputs.keys() else None,
+            train_frequency=inputs.frequency,
+            corpus_spec=snakemake.params.corpus,
         )
     except train.Preempted as exc:
         log.warning("%s", exc)

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from tokenfair import config as tfconfig
-from tokenfair import paths
+from tokenfair import optim, paths
 from tokenfair import plan as tfplan
 from tokenfair import train as tt
 from tokenfair.errors import ConfigError, DataError
+from tokenfair.losses import objective
 
 from test_train import make_data, settings_for
 
@@ -137,10 +138,10 @@ def test_tie_embeddings_axis_shares_one_tensor(tmp_path_factory, data):
 
 
 def test_row_decay_scales():
-    s = tt.row_decay_scales(np.array([0, 3, 8]), 0.5, 4)  # (c+1)^0.5 = 1, 2, 3, 1 (row 3 beyond the ids)
+    s = optim.row_decay_scales(np.array([0, 3, 8]), 0.5, 4)  # (c+1)^0.5 = 1, 2, 3, 1 (row 3 beyond the ids)
     np.testing.assert_allclose(s, np.array([1, 2, 3, 1]) / 1.75)
     assert s.mean() == pytest.approx(1.0)
-    np.testing.assert_array_equal(tt.row_decay_scales(np.array([0, 5, 100]), 0.0, 3), np.ones(3))
+    np.testing.assert_array_equal(optim.row_decay_scales(np.array([0, 5, 100]), 0.0, 3), np.ones(3))
 
 
 def test_alpha_zero_is_plain_decay(tmp_path_factory, data, frequency):
@@ -163,7 +164,7 @@ def test_alpha_decays_each_row_by_its_frequency(tmp_path_factory, data, frequenc
     init = torch.linalg.vector_norm(initial_embedding(settings_for(weight_decay=wd, **STEPS), n), dim=1).numpy()
     unseen = np.flatnonzero(counts[:n] == 0)
     assert len(unseen) > 50
-    s = tt.row_decay_scales(counts, 1.0, n)
+    s = optim.row_decay_scales(counts, 1.0, n)
     expect = init[unseen] * (1 - lr * wd * s[unseen]) ** STEPS["steps"]  # constant lr (min_lr_ratio 1, no warmup)
     np.testing.assert_allclose(norms["embedding_norm"].to_numpy()[unseen], expect, rtol=1e-4)
     np.testing.assert_allclose(plain["embedding_norm"].to_numpy()[unseen],
@@ -211,11 +212,11 @@ def test_objective_label_smoothing_and_z_loss():
     logits, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
     logp = torch.log_softmax(logits, -1)
     ce = -logp[torch.arange(6), y].mean()
-    assert tt.objective(logits, y) == pytest.approx(ce.item(), rel=1e-6)
+    assert objective(logits, y) == pytest.approx(ce.item(), rel=1e-6)
     smooth = (1 - 0.1) * ce - 0.1 * logp.mean(-1).mean()
-    assert tt.objective(logits, y, label_smoothing=0.1) == pytest.approx(smooth.item(), rel=1e-6)
+    assert objective(logits, y, label_smoothing=0.1) == pytest.approx(smooth.item(), rel=1e-6)
     z = torch.logsumexp(logits, -1).pow(2).mean()
-    assert tt.objective(logits, y, z_loss=0.01) == pytest.approx((ce + 0.01 * z).item(), rel=1e-6)
+    assert objective(logits, y, z_loss=0.01) == pytest.approx((ce + 0.01 * z).item(), rel=1e-6)
 
 
 def final_logits(out, data):

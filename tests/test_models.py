@@ -223,3 +223,12 @@ def test_build_model_interface_used_by_training(family):
     x = torch.randint(0, 320, (2, 8))
     assert model(input_ids=x, use_cache=False).logits.shape == (2, 8, 320)
     assert count_parameters(model) == estimate_parameters(spec, 320)
+
+
+def test_count_parameters_at_the_tokenizers_ids():
+    """Embedding and head rows beyond the tokenizer's ids (a spec's larger vocab_size) are not counted; a tied
+    matrix once."""
+    untied, tied = _tiny("llama"), _tiny("qwen2")
+    assert count_parameters(untied, VOCAB - 100) == count_parameters(untied) - 2 * 100 * untied.config.hidden_size
+    assert count_parameters(tied, VOCAB - 100) == count_parameters(tied) - 100 * tied.config.hidden_size
+    assert count_parameters(tied, VOCAB) == count_parameters(tied)

@@ -36,6 +36,7 @@ def test_axis_order_is_fixed():
         "grad_clip", "decay_group", "tie_embeddings", "embedding_decay_alpha", "embedding_decay_rows", "dropout",
         "label_smoothing", "z_loss", "eval_every", "eval_train_tokens", "eval_val_tokens", "eval_batch_size",
         "log_every", "checkpoint_every", "device", "threads", "precision", "compile",
+        "tensorboard",
     )
 
 
@@ -91,7 +92,8 @@ def test_plan_paths_and_train_inputs():
                       "ood-py": f"{r}/sotu/tok~bpe/ood/py.npy",
                       "frequency": f"{r}/sotu/tok~bpe/frequency/train.parquet"}
     plain = plan.point("sotu", "bpe", "model~tiny-s/weight_decay~1.0/seed~0")
-    assert "frequency" not in plan.train_inputs(plain)  # only a frequency-aware decay reads the table
+    # every run reads the train frequency table (its TensorBoard curves per bin; alpha's per-row decay)
+    assert plan.train_inputs(plain)["frequency"] == inputs["frequency"]
     assert len(plan.run_targets()) == len(plan.points) * len(paths.RUN_FILES)
     assert plan.frequency_tables() == [f"{r}/sotu/tok~bpe/frequency/train.parquet"]
     assert f"{r}/sotu/tok~bpe/ood/py.npy" in plan.data_targets()

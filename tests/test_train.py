@@ -17,10 +17,13 @@ import pytest
 import torch
 
 from tokenfair import config as tfconfig
+from tokenfair import optim, paths
 from tokenfair import plan as tfplan
-from tokenfair import paths
 from tokenfair import train as tt
+from tokenfair import windows
+from tokenfair.device import autocast_for
 from tokenfair.errors import DataError
+from tokenfair.losses import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = (paths.RUN_PER_TOKEN, paths.RUN_LOG, paths.RUN_JSON, paths.RUN_NORMS, paths.RUN_MODEL)
@@ -60,6 +63,15 @@ def run_into(out: Path, data: dict, settings: dict | None = None) -> dict:
     return tt.run(settings or settings_for(), out_dir=str(out), **data)
 
 
+def tensorboard_scalars(run_dir: Path) -> dict:
+    """{tag: [(step, value)]} of a run's TensorBoard folder, as TensorBoard reads it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / paths.RUN_TENSORBOARD), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
 @pytest.fixture(scope="session")
 def data(tmp_path_factory, speeches):
     """One real-text tokenizer and shards for every training test (test_train_resume.py uses it too)."""
@@ -79,7 +91,7 @@ def ref(tmp_path_factory, data):
 
 def test_outputs_follow_the_contract(ref, data):
     out, info = ref
-    assert sorted(os.listdir(out)) == sorted(OUTPUTS)  # no ckpt/, no temporary files
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS + (paths.RUN_TENSORBOARD,))  # no ckpt/, no temporary files
     t = pq.read_table(out / paths.RUN_PER_TOKEN)
     assert [(f.name, str(f.type)) for f in t.schema] == [
         ("step", "int32"), ("split", "string"), ("token_id", "int32"), ("loss_sum", "double"),
@@ -152,9 +164,9 @@ def test_saved_model_reloads_and_reproduces_the_final_loss(ref, data):
 
     assert tok(text)["input_ids"] == Tokenizer.from_file(data["tokenizer_json"]).encode(text).ids
     shard = np.load(data["eval_tokens"]["validation"], mmap_mode="r")
-    starts = tt.eval_starts(len(shard), 32, 2048)
-    sums = tt.evaluate(model, shard, starts, 32, 32, device=torch.device("cpu"),
-                       autocast=tt.autocast_for(torch.device("cpu"), "fp32"), acc_dtype=torch.float64, n_rows=512)
+    starts = windows.eval_starts(len(shard), 32, 2048)
+    sums = evaluate(model, shard, starts, 32, 32, device=torch.device("cpu"),
+                       autocast=autocast_for(torch.device("cpu"), "fp32"), acc_dtype=torch.float64, n_rows=512)
     loss = float(sums[0].sum() / sums[1].sum())
     assert loss == pytest.approx(info["final"]["validation"]["loss"], rel=1e-9)
 
@@ -168,9 +180,57 @@ def test_openelm_run_reloads_with_the_auto_classes(data, tmp_path):
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
     shard = np.load(data["eval_tokens"]["validation"], mmap_mode="r")
-    sums = tt.evaluate(model, shard, tt.eval_starts(len(shard), 32, 2048), 32, 32, device=torch.device("cpu"),
-                       autocast=tt.autocast_for(torch.device("cpu"), "fp32"), acc_dtype=torch.float64, n_rows=512)
+    sums = evaluate(model, shard, windows.eval_starts(len(shard), 32, 2048), 32, 32, device=torch.device("cpu"),
+                       autocast=autocast_for(torch.device("cpu"), "fp32"), acc_dtype=torch.float64, n_rows=512)
     assert float(sums[0].sum() / sums[1].sum()) == pytest.approx(info["final"]["validation"]["loss"], rel=1e-9)
+
+
+def test_tensorboard_has_the_log_rows_and_each_bins_loss_at_every_evaluation(ref, data, tmp_path):
+    from tokenfair.counts import bin_edges, log_bin
+
+    out, info = ref  # no frequency table: each split's loss only
+    tb = tensorboard_scalars(out)
+    rows = [r.split(",") for r in (out / paths.RUN_LOG).read_text().splitlines()[1:]]
+    for i, key in enumerate(("loss", "lr", "grad_norm", "tokens_per_s"), start=1):
+        assert tb[f"training/{key}"] == [(int(r[0]), pytest.approx(float(r[i]), rel=1e-6)) for r in rows]
+    df = pq.read_table(out / paths.RUN_PER_TOKEN).to_pandas()
+    for split in ("train", "validation"):
+        g = df[df.split == split].groupby("step")
+        assert tb[f"eval_{split}/loss"] == [(s, pytest.approx(v, rel=1e-6))
+                                            for s, v in (g.loss_sum.sum() / g["count"].sum()).items()]
+    assert sorted(t.split("/")[0] for t in tb) == ["eval_train", "eval_validation"] + ["training"] * 4
+    # with the train frequency table: the loss of each train-count bin, per split, at every evaluation
+    import pyarrow as pa
+
+    counts = np.bincount(np.load(data["train_tokens"]), minlength=512)
+    pq.write_table(pa.table({"token_id": np.arange(512), "count": counts}), tmp_path / "freq.parquet")
+    tt.run(settings_for(steps=10, eval_every=5), out_dir=str(tmp_path / "run"),
+           train_frequency=str(tmp_path / "freq.parquet"), **data)
+    tb = tensorboard_scalars(tmp_path / "run")
+    df = pq.read_table(tmp_path / "run" / paths.RUN_PER_TOKEN).to_pandas()
+    bins = log_bin(counts, 3)
+    lo, hi = bin_edges(bins, 3)
+    tags = [f"loss_bin{b:02d}_{a}-{c}" for b, a, c in zip(bins, lo, hi)]
+    df["tag"] = np.where(bins < 0, "loss_unseen", tags)[df.token_id]
+    sums = df.groupby(["split", "tag", "step"])[["loss_sum", "count"]].sum()
+    expect = {}
+    for (split, tag, step), r in sums[sums["count"] > 0].iterrows():
+        expect.setdefault(f"eval_{split}/{tag}", []).append((step, pytest.approx(r.loss_sum / r["count"], rel=1e-6)))
+    assert {t: v for t, v in tb.items() if "loss_" in t} == expect
+    assert "eval_train/loss_bin00_1-3" in expect and len([t for t in expect if t.startswith("eval_validation/")]) >= 5
+    assert [s for s, _ in expect["eval_validation/loss_bin02_9-27"]] == [0, 5, 10]
+
+
+def test_progress_lines_and_corpus_normalisation(data, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(tt, "PROGRESS_EVERY_S", 0.0)  # a line after every step
+    caplog.set_level("INFO", logger="tokenfair.train")
+    info = tt.run(settings_for(steps=4, eval_every=4, tensorboard=False), out_dir=str(tmp_path / "run"),
+                  corpus_spec={"source": "embedded", "lowercase": True, "eod": True}, **data)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert len(lines) == 4 and lines[0].startswith("progress: step 1/4 (25%), ")
+    assert re.fullmatch(r"progress: step 4/4 \(100%\), \d+ tokens/s, 0:00:\d\d elapsed, ETA 0:00:00", lines[-1])
+    assert info["corpus_normalisation"] == {"lowercase": True, "eod": True}
+    assert not (tmp_path / "run" / paths.RUN_TENSORBOARD).exists()  # train.tensorboard false
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,46 +241,51 @@ def test_decay_groups():
     from tokenfair.models import build_model
     from tokenfair.presets import resolve_model_spec
 
+    def decay_groups(model, mode):
+        lists = optim.decay_lists(model, optim.param_groups(model, {"decay_group": mode, "weight_decay": 0.5}))
+        return lists["decay"], lists["no_decay"]
+
     llama = build_model(resolve_model_spec("tiny-xs"), 300)
     names = [n for n, _ in llama.named_parameters()]
-    d, nd = tt.decay_groups(llama, "all")
+    d, nd = decay_groups(llama, "all")
     assert d == names and nd == []
-    d, nd = tt.decay_groups(llama, "matrices")
+    d, nd = decay_groups(llama, "matrices")
     assert {"model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.q_proj.weight"} <= set(d)
     assert set(nd) == {n for n in names if "norm" in n}
-    d, nd = tt.decay_groups(llama, "matrices_no_embeddings")
+    d, nd = decay_groups(llama, "matrices_no_embeddings")
     assert "model.embed_tokens.weight" in nd and "lm_head.weight" in nd and "model.layers.0.mlp.up_proj.weight" in d
     elm = build_model(resolve_model_spec("tiny-openelm"), 300)  # tied embedding and head
-    d, nd = tt.decay_groups(elm, "matrices_no_embeddings")
+    d, nd = decay_groups(elm, "matrices_no_embeddings")
     assert "transformer.token_embeddings.weight" in nd and not any("embeddings" in n for n in d)
-    opt, groups, _ = tt.make_optimizer(llama, {"decay_group": "matrices", "weight_decay": 0.5, "lr": 1e-3,
-                                            "betas": [0.9, 0.95], "eps": 1e-8}, torch.device("cpu"))
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]
+    train = {"decay_group": "matrices", "weight_decay": 0.5, "lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8}
+    opt = optim.make_optimizer(llama, optim.param_groups(llama, train), train, torch.device("cpu"))
+    assert [(g["name"], g["weight_decay"]) for g in opt.param_groups] == [
+        ("matrices", 0.5), ("embeddings", 0.5), ("head", 0.5), ("norms_biases", 0.0)]
     assert sum(len(g["params"]) for g in opt.param_groups) == len(names)
 
 
 def test_lr_schedule():
     t = {"warmup_steps": 10, "steps": 111, "min_lr_ratio": 0.1}
-    f = [tt.lr_factor(s, t) for s in range(111)]
+    f = [optim.lr_factor(s, t) for s in range(111)]
     assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[10] == 1.0
     assert f[-1] == pytest.approx(0.1) and f[60] == pytest.approx(0.55)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
-    assert tt.lr_factor(0, {"warmup_steps": 0, "steps": 1, "min_lr_ratio": 0.0}) == 1.0
+    assert optim.lr_factor(0, {"warmup_steps": 0, "steps": 1, "min_lr_ratio": 0.0}) == 1.0
 
 
 def test_eval_starts_and_sampler():
-    s = tt.eval_starts(1001, 10, 250)  # 100 windows, 25 of them evenly spaced
+    s = windows.eval_starts(1001, 10, 250)  # 100 windows, 25 of them evenly spaced
     assert len(s) == 25 and s[0] == 0 and (np.diff(s) == 40).all()
-    assert (tt.eval_starts(1001, 10, 10**6) == np.arange(100) * 10).all()  # the whole shard
-    a = tt.WindowSampler(1001, 10, seed=3)
+    assert (windows.eval_starts(1001, 10, 10**6) == np.arange(100) * 10).all()  # the whole shard
+    a = windows.WindowSampler(1001, 10, seed=3)
     first = a.next_starts(100)
     assert sorted(first.tolist()) == list(range(0, 1000, 10))  # one epoch: every window once
     a.next_starts(37)
     state = a.state_dict()
-    b = tt.WindowSampler(1001, 10, seed=3)
+    b = windows.WindowSampler(1001, 10, seed=3)
     b.load_state_dict(state)
     assert (a.next_starts(150) == b.next_starts(150)).all()
-    assert not (tt.WindowSampler(1001, 10, seed=4).next_starts(100) == first).all()
+    assert not (windows.WindowSampler(1001, 10, seed=4).next_starts(100) == first).all()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import torch
 
 from tokenfair import paths
 from tokenfair import train as tt
-from test_train import data, settings_for  # noqa: F401  (data: the shared session fixture)
+from tokenfair.runio import CHECKPOINT_FILE
+from test_train import data, settings_for, tensorboard_scalars  # noqa: F401  (data: the shared session fixture)
 
 RESUME = {"steps": 40, "checkpoint_every": 5}
 CHILD = """
@@ -72,11 +73,18 @@ def assert_same_as(ref: Path, out: Path):
     cols = lambda p: [r.split(",")[:4] for r in (p / paths.RUN_LOG).read_text().splitlines()]  # noqa: E731
     assert cols(out) == cols(ref)  # step, loss, lr, grad_norm: identical too
     assert not (out / paths.RUN_CHECKPOINT).exists()
+    # TensorBoard: every step once, the same values (tokens/s aside: a timing)
+    tb, tb_ref = tensorboard_scalars(out), tensorboard_scalars(ref)
+    steps = lambda events: [s for s, _ in events]  # noqa: E731
+    assert {t: steps(v) for t, v in tb.items()} == {t: steps(v) for t, v in tb_ref.items()}
+    assert {t: v for t, v in tb.items() if t != "training/tokens_per_s"} == {
+        t: v for t, v in tb_ref.items() if t != "training/tokens_per_s"}
+    assert len(list((out / paths.RUN_TENSORBOARD).iterdir())) == 1
 
 
 def test_sigkill_then_rerun_is_identical(ref, data, tmp_path):
     out = tmp_path / "run"
-    ck = out / paths.RUN_CHECKPOINT / tt.CHECKPOINT_FILE
+    ck = out / paths.RUN_CHECKPOINT / CHECKPOINT_FILE
     settings = settings_for(**RESUME)
     # 1: killed as soon as its first checkpoint exists
     p = spawn(tmp_path, out, data, settings)
@@ -105,7 +113,7 @@ def test_sigkill_then_rerun_is_identical(ref, data, tmp_path):
 
 def test_sigterm_checkpoints_at_once_and_exits_nonzero(ref, data, tmp_path):
     out = tmp_path / "run"
-    ck = out / paths.RUN_CHECKPOINT / tt.CHECKPOINT_FILE
+    ck = out / paths.RUN_CHECKPOINT / CHECKPOINT_FILE
     settings = settings_for(**{**RESUME, "checkpoint_every": 1000})  # no periodic checkpoint
     p = spawn(tmp_path, out, data, settings)
     wait_for(lambda: "step 10:" in (tmp_path / "child.err").read_text(), p, tmp_path)
@@ -139,7 +147,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(ref, data, tmp_path, monkey
     real = _preempt_at(monkeypatch, 12)
     with pytest.raises(tt.Preempted, match="at step 12"):
         tt.run(settings, out_dir=str(out), **data)
-    assert ckpt_step(out / paths.RUN_CHECKPOINT / tt.CHECKPOINT_FILE) == 12
+    assert ckpt_step(out / paths.RUN_CHECKPOINT / CHECKPOINT_FILE) == 12
     monkeypatch.setattr(tt, "train_step", real)
     other = settings_for(**RESUME, lr=1e-3)
     info = tt.run(other, out_dir=str(out), **data)  # a changed lr: starts over
@@ -152,3 +160,46 @@ def test_checkpoint_of_other_settings_is_not_resumed(ref, data, tmp_path, monkey
     info = tt.run(settings_for(**{**RESUME, "checkpoint_every": 7, "threads": 2}), out_dir=str(out), **data)
     assert info["timings"]["resumes"] == 1
     torch.set_num_threads(1)
+
+
+def test_frequency_aware_run_resumes_identically(data, tmp_path, monkeypatch):
+    """The optimizer's per-row decay scales survive a preemption (they are the run's own, not the checkpoint's)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    freq = tmp_path / "train.parquet"
+    counts = np.bincount(np.load(data["train_tokens"]), minlength=512).astype(np.int64)
+    pq.write_table(pa.table({"token_id": np.arange(512, dtype=np.int64), "count": counts}), freq)
+    settings = settings_for(**RESUME, weight_decay=1.0, embedding_decay_alpha=0.5)
+    tt.run(settings, out_dir=str(tmp_path / "ref"), train_frequency=str(freq), **data)
+    real = _preempt_at(monkeypatch, 12)
+    with pytest.raises(tt.Preempted):
+        tt.run(settings, out_dir=str(tmp_path / "run"), train_frequency=str(freq), **data)
+    monkeypatch.setattr(tt, "train_step", real)
+    info = tt.run(settings, out_dir=str(tmp_path / "run"), train_frequency=str(freq), **data)
+    assert info["timings"]["resumes"] == 1 and info["row_decay_parameters"]
+    assert_same_as(tmp_path / "ref", tmp_path / "run")
+
+
+def test_run_killed_after_writing_events_past_its_checkpoint(ref, data, tmp_path, monkeypatch):
+    """Killed at step 17 (checkpoint at 10, log rows at 15 already in TensorBoard): the rerun resumes at 10 and
+    its TensorBoard folder holds every step once, as an uninterrupted run's."""
+    out = tmp_path / "run"
+    settings = settings_for(**{**RESUME, "checkpoint_every": 10})
+    real, calls = tt.train_step, []
+
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) == 17:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tt, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tt.run(settings, out_dir=str(out), **data)
+    assert [s for s, _ in tensorboard_scalars(out)["training/loss"]] == [5, 10, 15]
+    monkeypatch.setattr(tt, "train_step", real)
+    info = tt.run(settings, out_dir=str(out), **data)
+    assert info["timings"]["resumes"] == 1
+    assert_same_as(ref, out)

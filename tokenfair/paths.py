@@ -32,6 +32,7 @@ RUN_JSON = "run.json"
 RUN_MODEL = "model"
 RUN_NORMS = "norms.parquet"  # final embedding / unembedding row norms per token id
 RUN_CHECKPOINT = "ckpt"  # not a declared output: it survives a failed or killed job
+RUN_TENSORBOARD = "tensorboard"  # TensorBoard event files (train.tensorboard); not a declared output
 # The outputs of a train job, by name (rules/train.smk); RUN_MODEL is a folder.
 RUN_FILES = {"per_token": RUN_PER_TOKEN, "train_log": RUN_LOG, "run_json": RUN_JSON, "norms": RUN_NORMS,
              "model": RUN_MODEL}
@@ -61,6 +62,7 @@ AXIS_ORDER = (
     "grad_clip", "decay_group", "tie_embeddings", "embedding_decay_alpha", "embedding_decay_rows", "dropout",
     "label_smoothing", "z_loss", "eval_every", "eval_train_tokens", "eval_val_tokens", "eval_batch_size",
     "log_every", "checkpoint_every", "device", "threads", "precision", "compile",
+    "tensorboard",
 )
 
 

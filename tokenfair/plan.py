@@ -277,16 +277,15 @@ class Plan(Mapping):
 
     def train_inputs(self, point: dict) -> dict[str, str]:
         """A train job's inputs: the corpus x tokenizer's tokenizer.json and its token shards (train, each
-        held-out split, each evaluation-only corpus as ood-<name>); the train frequency table when the run's
-        decay of the embedding rows follows token frequency (train.embedding_decay_alpha)."""
+        held-out split, each evaluation-only corpus as ood-<name>) and the train frequency table (the bins of
+        the TensorBoard curves; the per-row decay of train.embedding_decay_alpha)."""
         r, w = self.config["results_dir"], {"corpus": point["corpus"], "tok": point["tok"]}
         out = {"tokenizer": paths.path("tokenizer", r, **w)}
         for split in self.corpus_splits(point["corpus"]):
             out[split] = paths.path("tokens", r, split=split, **w)
         for other in self.eval_corpora:
             out[paths.ood_split(other)] = paths.path("ood_tokens", r, other=other, **w)
-        if self.settings(point)["train"]["embedding_decay_alpha"] is not None:
-            out["frequency"] = self.frequency_file(point["corpus"], point["tok"])
+        out["frequency"] = self.frequency_file(point["corpus"], point["tok"])
         return out
 
     # --- paths ------------------------------------------------------------------------------------------

@@ -47,9 +47,16 @@ def build_model(spec: dict, vocab_size: int, **extra):
     return AutoModelForCausalLM.from_config(hf_config(spec, vocab_size, **extra))
 
 
-def count_parameters(model) -> int:
-    """Parameters of a model, tied weights counted once (equals tokenfair.presets.estimate_parameters)."""
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model, n_ids: int | None = None) -> int:
+    """Parameters of a model, tied weights counted once (equals tokenfair.presets.estimate_parameters). With
+    `n_ids` (the tokenizer's ids), embedding and head rows beyond them (a spec's larger vocab_size) are not
+    counted."""
+    total = sum(p.numel() for p in model.parameters())
+    if n_ids is not None:
+        rows = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                if m is not None}
+        total -= sum(max(0, w.shape[0] - n_ids) * w.shape[1] for w in rows.values())
+    return total
 
 
 __all__ = ["OpenELMConfig", "OpenELMForCausalLM", "build_model", "count_parameters", "hf_config"]

@@ -284,6 +284,7 @@ class OpenELMModel(OpenELMPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        use_cache: bool | None = None,  # the transformers decoders' argument; there is no KV cache here
     ):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")

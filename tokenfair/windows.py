@@ -1,0 +1,106 @@
+"""The token windows of a run: training windows in a seeded random order per epoch (`WindowSampler`), the
+fixed evaluation windows of each split (`eval_starts`), batches on the device (`get_batch`), and a run's
+shards (`load_data`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import paths
+from .errors import DataError
+from .tokenization import load_tokens
+
+
+class WindowSampler:
+    """Training windows [start, start + seq_len + 1) with start = k * seq_len, k < n_windows, in a random
+    order per epoch. State (checkpointed): the generator state at the epoch's start, epoch, position."""
+
+    def __init__(self, n_tokens: int, seq_len: int, seed: int):
+        self.seq_len = seq_len
+        self.n_windows = (n_tokens - 1) // seq_len
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.epoch, self.pos = 0, 0
+        self._shuffle()
+
+    def _shuffle(self):
+        self.epoch_state = self.rng.bit_generator.state  # a fresh dict
+        self.order = self.rng.permutation(self.n_windows)
+
+    def next_starts(self, n: int) -> np.ndarray:
+        out = np.empty(n, dtype=np.int64)
+        i = 0
+        while i < n:
+            if self.pos == self.n_windows:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._shuffle()
+            take = min(n - i, self.n_windows - self.pos)
+            out[i : i + take] = self.order[self.pos : self.pos + take]
+            i, self.pos = i + take, self.pos + take
+        return out * self.seq_len
+
+    def state_dict(self) -> dict:
+        return {"epoch_state": self.epoch_state, "epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["epoch_state"]
+        self._shuffle()
+        self.epoch, self.pos = state["epoch"], state["pos"]
+
+
+def eval_starts(n_tokens: int, seq_len: int, budget_tokens: int) -> np.ndarray:
+    """Start offsets of the evaluation windows of a shard: ceil(budget / seq_len) windows of the packed grid
+    (stride seq_len), evenly spaced over the shard; all of them when the shard is smaller. Depends only on
+    the shard's length and seq_len, so every run of a corpus x tokenizer evaluates the same tokens."""
+    total = (n_tokens - 1) // seq_len
+    k = min(total, -(-budget_tokens // seq_len))
+    return (np.arange(k, dtype=np.int64) * total // k) * seq_len
+
+
+def get_batch(shard: np.ndarray, starts: np.ndarray, seq_len: int, device: torch.device):
+    """(inputs [B, T], targets [B*T]) as int64 on `device` for windows starting at `starts`."""
+    idx = starts[:, None] + np.arange(seq_len + 1, dtype=np.int64)
+    w = torch.from_numpy(shard[idx].astype(np.int64))
+    if device.type == "cuda":
+        w = w.pin_memory().to(device, non_blocking=True)
+    elif device.type != "cpu":
+        w = w.to(device)
+    return w[:, :-1], w[:, 1:].reshape(-1)
+
+
+def read_shard(path: str, seq_len: int, n_emb: int) -> np.ndarray:
+    arr = load_tokens(path)
+    if len(arr) < seq_len + 1:
+        raise DataError(f"{path}: {len(arr)} tokens, fewer than one training window (train.seq_len {seq_len} + 1)")
+    top = int(arr.max())
+    if top >= n_emb:
+        raise DataError(f"{path}: holds token id {top}, but the model's embedding has only {n_emb} rows")
+    return arr
+
+
+@dataclass
+class Data:
+    """The token shards of a run and its fixed evaluation windows."""
+
+    train: np.ndarray                 # the train shard (training windows)
+    splits: list[str]                 # evaluation splits: train, validation, test, then ood-<corpus> sorted
+    shards: dict[str, np.ndarray]     # split -> shard
+    starts: dict[str, np.ndarray]     # split -> evaluation window starts
+
+
+def load_data(train_tokens: str, eval_tokens: dict[str, str], train: dict, n_emb: int) -> Data:
+    if "train" in eval_tokens:
+        raise ValueError("eval_tokens holds the held-out splits; the train sample comes from train_tokens")
+    seq_len = train["seq_len"]
+    train_shard = read_shard(train_tokens, seq_len, n_emb)
+    unknown = [s for s in eval_tokens if not paths.is_split(s)]
+    if unknown:
+        raise ValueError(f"eval_tokens: {unknown[0]!r} is not a split name (validation, test, ood-<corpus>)")
+    splits = ["train"] + [s for s in paths.SPLITS if s in eval_tokens] + sorted(
+        s for s in eval_tokens if s not in paths.SPLITS)
+    shards = {"train": train_shard, **{s: read_shard(eval_tokens[s], seq_len, n_emb) for s in splits[1:]}}
+    budgets = {s: train["eval_train_tokens"] if s == "train" else train["eval_val_tokens"] for s in splits}
+    starts = {s: eval_starts(len(shards[s]), seq_len, budgets[s]) for s in splits}
+    return Data(train_shard, splits, shards, starts)
