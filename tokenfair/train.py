@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import paths
+from . import export, paths
 from .errors import DataError, TokenfairError
 from .io import atomic_dir, atomic_path, write_json, write_parquet
 from .tokenization import load_tokenizer, load_tokens, special_ids, vocab_size
@@ -539,13 +539,14 @@ def _sigterm_flag():
 
 
 def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenizer_json: str, out_dir: str,
-        tokenizer_spec: dict | None = None, train_frequency: str | None = None) -> dict:
+        tokenizer_spec: dict | None = None, train_frequency: str | None = None, lowercase: bool = False) -> dict:
     """Train one grid point and write its outputs into `out_dir` (the run folder). Returns run.json's content.
 
     settings: `run_settings(cfg, point)`; train_tokens: tokens/train.npy; eval_tokens: split -> shard for
     the held-out splits (validation, test, ood-<corpus>); tokenizer_json: the corpus tokenizer;
     tokenizer_spec: its config entry (for eod_token / pad_token of a given tokenizer); train_frequency: the
-    train frequency table, needed by train.embedding_decay_alpha.
+    train frequency table, needed by train.embedding_decay_alpha; lowercase: the corpus's `lowercase` (the
+    model folder's tokenizer lowercases then, as the corpus did).
     """
     t_start = time.perf_counter()
     train = settings["train"]
@@ -756,7 +757,8 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
         model.generation_config.eos_token_id = model.config.eos_token_id
         model.generation_config.pad_token_id = model.config.pad_token_id
         model.generation_config.bos_token_id = None
-    save_model(model, hf_tokenizer(tokenizer_json, ids), os.path.join(out_dir, paths.RUN_MODEL))
+    export.save_model(model, tokenizer_json, ids, os.path.join(out_dir, paths.RUN_MODEL), lowercase=lowercase,
+                      max_length=spec["max_position_embeddings"])
     info = {
         "run": settings["run"], "corpus": settings["corpus"], "tokenizer": settings["tokenizer"],
         "axes": settings["axes"], "model_name": settings["model_name"], "seed": seed,
