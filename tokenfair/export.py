@@ -16,8 +16,11 @@ Where the normalizer and `normalise` differ (neither occurs in the corpora's tex
 `str.strip` also strips the separators U+001C..U+001F, which are not Unicode white space (`Strip` keeps them);
 `str.lower` lowercases a word-final capital sigma to "ς", `Lowercase` to "σ".
 
-llama and qwen2 folders load with transformers alone; an openelm folder needs `import tokenfair.models` first
-(it registers the model with the Auto classes), in either version.
+Loading (tested with transformers 4.45, 4.57 and 5.24): `AutoModelForCausalLM.from_pretrained(folder)`; llama
+and qwen2 need transformers alone, openelm needs `import tokenfair.models` first (it registers the model with
+the Auto classes). The tokenizer: `PreTrainedTokenizerFast.from_pretrained(folder)` in every version and family;
+`AutoTokenizer` gives the same, except for qwen2 in transformers 5, whose AutoTokenizer builds Qwen2's own
+tokenizer (its normalizer and pre-tokenizer around our vocabulary) for every qwen2 model type.
 """
 
 from __future__ import annotations
