@@ -12,9 +12,10 @@
 
 The run's own tokenizer.json (results/<corpus>/tok~<t>/) is read, never changed.
 
-Where the normalizer and `normalise` differ (neither occurs in the corpora's text as far as we know):
-`str.strip` also strips the separators U+001C..U+001F, which are not Unicode white space (`Strip` keeps them);
-`str.lower` lowercases a word-final capital sigma to "ς", `Lowercase` to "σ".
+Where the normalizer and `normalise` differ (none of these occurs in the embedded corpora): `str.strip` also
+strips the separators U+001C..U+001F, which are not Unicode white space (`Strip` keeps them); `str.lower`
+lowercases a word-final capital sigma to "ς", `Lowercase` to "σ"; `Lowercase` follows a newer Unicode than
+Python 3.11's and also lowercases 55 capital letters added since (e.g. U+A7CB), which `str.lower` keeps.
 
 Loading (tested with transformers 4.45, 4.57 and 5.24): `AutoModelForCausalLM.from_pretrained(folder)`; llama
 and qwen2 need transformers alone, openelm needs `import tokenfair.models` first (it registers the model with
