@@ -3,8 +3,9 @@
 Checkpoint: `<run>/ckpt/checkpoint.pt`, written atomically (temporary name, fsync, rename) and resumed only
 when its `fingerprint` (the settings that change results, the inputs' sizes) and `CHECKPOINT_VERSION` match.
 Outputs: per_token.parquet (`per_token_table`), norms.parquet (`embedding_norms`), train_log.csv
-(`write_log_csv`), run.json (`run_info`), model/ (`save_model` with `hf_tokenizer`), and the TensorBoard
-event files in tensorboard/ (`TensorBoard`), written while the run trains.
+(`write_log_csv`), run.json (`run_info`), and the TensorBoard
+event files in tensorboard/ (`TensorBoard`), written while the run trains. model/ is
+`tokenfair.export.save_model`'s.
 """
 
 from __future__ import annotations
@@ -263,27 +264,6 @@ def set_special_ids(model, ids: dict) -> None:
         model.generation_config.eos_token_id = model.config.eos_token_id
         model.generation_config.pad_token_id = model.config.pad_token_id
         model.generation_config.bos_token_id = None
-
-
-def hf_tokenizer(tokenizer_json: str, ids: dict):
-    """The tokenizer as a transformers fast tokenizer, with eos/pad set from the end-of-document and padding ids."""
-    from transformers import PreTrainedTokenizerFast
-
-    tok = load_tokenizer(tokenizer_json)
-    kwargs = {}
-    if ids.get("eod") is not None:
-        kwargs["eos_token"] = tok.id_to_token(ids["eod"])
-    pad = ids.get("pad") if ids.get("pad") is not None else ids.get("eod")
-    if pad is not None:
-        kwargs["pad_token"] = tok.id_to_token(pad)
-    return PreTrainedTokenizerFast(tokenizer_file=tokenizer_json, **kwargs)
-
-
-def save_model(model, tokenizer, model_dir: str) -> None:
-    """save_pretrained (config + safetensors) and the tokenizer into a temporary folder, then rename it."""
-    with atomic_dir(model_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
 
 
 def versions() -> dict:

@@ -46,13 +46,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import optim, paths
+from . import export, optim, paths
 from .device import autocast_for, compile_decoder, device_name, micro_batch, pick_device, synchronize
 from .errors import DataError, TokenfairError
 from .io import write_json, write_parquet
 from .losses import evaluate, final_hidden, training_loss
 from .runio import (CHECKPOINT_FILE, CHECKPOINT_VERSION, TensorBoard, embedding_norms, final_metrics, fingerprint,
-                    hf_tokenizer, load_checkpoint, per_token_table, rng_state, run_info, save_checkpoint, save_model,
+                    load_checkpoint, per_token_table, rng_state, run_info, save_checkpoint,
                     set_rng_state, set_special_ids, write_log_csv)
 from .tokenization import load_tokenizer, special_ids, vocab_size
 from .windows import Data, WindowSampler, get_batch, load_data
@@ -472,7 +472,10 @@ def write_outputs(job: Job, state: RunState, tokenizer_json: str, tokenizer_spec
     final = final_metrics(state.rows, train["steps"], job.n_ids)
     ids = special_ids(job.tokenizer, tokenizer_spec)
     set_special_ids(model, ids)
-    save_model(model, hf_tokenizer(tokenizer_json, ids), os.path.join(out_dir, paths.RUN_MODEL))
+    # the folder's tokenizer normalises as the corpus did; its context length is the model's positions
+    export.save_model(model, tokenizer_json, ids, os.path.join(out_dir, paths.RUN_MODEL),
+                      lowercase=bool((corpus_spec or {}).get("lowercase", False)),
+                      max_length=job.settings["model"]["max_position_embeddings"])
     info = run_info(
         job.settings, decay=job.decay, tied=optim.tied(model), n_params=job.n_params, n_ids=job.n_ids,
         n_emb=job.n_emb, device=device_name(job.device),
