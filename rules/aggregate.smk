@@ -16,20 +16,25 @@ rule aggregate:
     output:
         tables=agg_reported({"tables": AGG["tables"], "figures": []}, "Summary"),
         figures=agg_reported({"tables": [], "figures": AGG["figures"]}, "Summary"),
-        readme=report(AGG["readme"][0], caption="../report/readme.rst", category="Summary",
-                      subcategory="README", labels={"file": "README.md"}),
-    params:
-        partial=False,
-        plan=PLAN.to_dict(),
+        readme=report(
+            AGG["readme"][0],
+            caption="../report/readme.rst",
+            category="Summary",
+            subcategory="README",
+            labels={"file": "README.md"},
+        ),
     log:
         LOG("aggregate", "aggregate"),
     benchmark:
         BENCH("aggregate", "aggregate")
+    conda:
+        "../envs/aggregate.yaml"
     threads: 2
     resources:
         **tfres.aggregate_resources(SITE, len(PLAN.points)),
-    conda:
-        "../envs/aggregate.yaml"
+    params:
+        partial=False,
+        plan=PLAN.to_dict(),
     script:
         "../scripts/aggregate.py"
 
@@ -40,16 +45,21 @@ use rule aggregate as aggregate_partial with:
     output:
         tables=agg_reported({"tables": AGG_PARTIAL["tables"], "figures": []}, "Partial summary"),
         figures=agg_reported({"tables": [], "figures": AGG_PARTIAL["figures"]}, "Partial summary"),
-        readme=report(AGG_PARTIAL["readme"][0], caption="../report/readme.rst", category="Partial summary",
-                      subcategory="README", labels={"file": "README.md"}),
-    params:
-        partial=True,
-        present=agg_present_runs,
-        plan=PLAN.to_dict(),
+        readme=report(
+            AGG_PARTIAL["readme"][0],
+            caption="../report/readme.rst",
+            category="Partial summary",
+            subcategory="README",
+            labels={"file": "README.md"},
+        ),
     log:
         LOG("aggregate", "aggregate_partial"),
     benchmark:
         BENCH("aggregate", "aggregate_partial")
+    params:
+        partial=True,
+        present=agg_present_runs,
+        plan=PLAN.to_dict(),
 
 
 if PUBLISHED:
@@ -59,17 +69,17 @@ if PUBLISHED:
             tables=[f for f in AGG["tables"] if f.endswith(".parquet")],
         output:
             PUBLISHED,
-        params:
-            command=PUBLISH_COMMAND,
-            plan=PLAN.to_dict(),
         log:
             LOG("aggregate", "publish"),
         benchmark:
             BENCH("aggregate", "publish")
+        conda:
+            "../envs/aggregate.yaml"
         threads: 1
         resources:
             **tfres.publish_resources(SITE),
-        conda:
-            "../envs/aggregate.yaml"
+        params:
+            command=PUBLISH_COMMAND,
+            plan=PLAN.to_dict(),
         script:
             "../scripts/publish.py"

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from tokenfair import aggregate as tfagg
 from tokenfair import paths
 from tokenfair import publish as tfpublish
+from tokenfair import report as tfreport
 
 # Jobs (local, SLURM, or in a conda env) import the tokenfair package from this workflow's folder.
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p))
@@ -95,24 +96,31 @@ def agg_present_runs(wildcards):
     return sorted(os.path.join(p["corpus"], f"tok~{p['tok']}", p["run"]) for p in present)
 
 
+def _captioned(f, caption, category, subcategory, labels):
+    return report(f, caption=caption, category=category, subcategory=subcategory, labels=labels)
+
+
 def agg_reported(outputs, category):
-    """report() on every table (CSV) and figure (first format) and the README, with a caption each."""
+    """report() on every table (CSV) and figure (first format) and the README, with a caption each (a figure's
+    from the figure registry, tokenfair.report.FIGURES)."""
     figure_ext = PLAN["aggregate"]["figure_formats"][0]
     out = []
     for f in outputs["tables"]:
         name, ext = os.path.splitext(os.path.basename(f))
-        out.append(report(f, caption=f"../report/{name}.rst", category=category, subcategory="tables",
-                          labels={"table": name}) if ext == ".csv" else f)
+        labels = {"table": name}
+        out.append(_captioned(f, f"../report/{name}.rst", category, "tables", labels) if ext == ".csv" else f)
     for f in outputs["figures"]:
         stem, ext = os.path.splitext(os.path.basename(f))
         kind, split = tfagg.parse_figure_stem(stem, PLAN.splits)  # split None: a figure of the whole study
         split = split if split is not None and paths.is_split(split) else "all"
-        out.append(report(f, caption=f"../report/figure_{kind}.rst", category=category, subcategory="figures",
-                          labels={"figure": kind, "split": split}) if ext == f".{figure_ext}" else f)
+        caption = f"../{tfreport.FIGURES[kind].report_caption}"
+        labels = {"figure": kind, "split": split}
+        out.append(_captioned(f, caption, category, "figures", labels) if ext == f".{figure_ext}" else f)
     return out
 
 
 # --- Publish (rules/aggregate.smk): the study's docs page, when aggregate.publish_dir is set ----------------
 PUBLISHED = tfpublish.outputs(PLAN)
 PUBLISH_COMMAND = "snakemake publish" + "".join(  # the target first: --configfile takes several values
-    f" --configfile {os.path.relpath(f, workflow.basedir)}" for f in workflow.overwrite_configfiles)
+    f" --configfile {os.path.relpath(f, workflow.basedir)}" for f in workflow.overwrite_configfiles
+)

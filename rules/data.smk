@@ -15,17 +15,17 @@ rule prepare:
         files=lambda w: tfcorpus.local_files(PLAN["corpora"][w.corpus]),
     output:
         documents=P("documents"),
-    params:
-        spec=lambda w: PLAN["corpora"][w.corpus],
     log:
         LOG("prepare", "{corpus}"),
     benchmark:
         BENCH("prepare", "{corpus}")
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **tfres.prepare_resources(SITE, PLAN["corpora"]),
-    conda:
-        "../envs/data.yaml"
+    params:
+        spec=lambda w: PLAN["corpora"][w.corpus],
     script:
         "../scripts/prepare.py"
 
@@ -36,17 +36,17 @@ rule tokenizer:
         given=lambda w: tftok.given_files(PLAN["tokenizers"][w.tok]),
     output:
         tokenizer=P("tokenizer"),
-    params:
-        spec=lambda w: PLAN["tokenizers"][w.tok],
     log:
         LOG("tokenizer", "{corpus}", "tok~{tok}"),
     benchmark:
         BENCH("tokenizer", "{corpus}", "tok~{tok}")
+    conda:
+        "../envs/data.yaml"
     threads: 4
     resources:
         **tfres.cpu_resources(SITE, "tokenizer"),
-    conda:
-        "../envs/data.yaml"
+    params:
+        spec=lambda w: PLAN["tokenizers"][w.tok],
     script:
         "../scripts/tokenizer.py"
 
@@ -58,18 +58,18 @@ rule tokenize:
     output:
         tokens=P("tokens"),
         index=P("tokens_index"),
-    params:
-        eod=lambda w: PLAN["corpora"][w.corpus]["eod"],
-        tokenizer=lambda w: PLAN["tokenizers"][w.tok],
     log:
         LOG("tokenize", "{corpus}", "tok~{tok}", "{split}"),
     benchmark:
         BENCH("tokenize", "{corpus}", "tok~{tok}", "{split}")
+    conda:
+        "../envs/data.yaml"
     threads: 4
     resources:
         **tfres.cpu_resources(SITE, "tokenize"),
-    conda:
-        "../envs/data.yaml"
+    params:
+        eod=lambda w: PLAN["corpora"][w.corpus]["eod"],
+        tokenizer=lambda w: PLAN["tokenizers"][w.tok],
     script:
         "../scripts/tokenize_split.py"
 
@@ -83,16 +83,16 @@ use rule tokenize as tokenize_ood with:
     output:
         tokens=P("ood_tokens"),
         index=P("ood_tokens_index"),
+    log:
+        LOG("tokenize_ood", "{corpus}", "tok~{tok}", "{other}"),
+    benchmark:
+        BENCH("tokenize_ood", "{corpus}", "tok~{tok}", "{other}")
     wildcard_constraints:
         # only the eval_only corpora (a pattern that matches nothing when there is none)
         other="|".join(re.escape(c) for c in PLAN.eval_corpora) or "(?!)",
     params:
         eod=lambda w: PLAN["corpora"][w.other]["eod"],
         tokenizer=lambda w: PLAN["tokenizers"][w.tok],
-    log:
-        LOG("tokenize_ood", "{corpus}", "tok~{tok}", "{other}"),
-    benchmark:
-        BENCH("tokenize_ood", "{corpus}", "tok~{tok}", "{other}")
 
 
 rule count:
@@ -101,17 +101,17 @@ rule count:
         tokenizer=P("tokenizer"),
     output:
         frequency=P("frequency"),
-    params:
-        bin_base=PLAN["frequency"]["bin_base"],
     log:
         LOG("count", "{corpus}", "tok~{tok}", "{split}"),
     benchmark:
         BENCH("count", "{corpus}", "tok~{tok}", "{split}")
+    conda:
+        "../envs/data.yaml"
     threads: 2
     resources:
         **tfres.cpu_resources(SITE, "count"),
-    conda:
-        "../envs/data.yaml"
+    params:
+        bin_base=PLAN["frequency"]["bin_base"],
     script:
         "../scripts/count.py"
 
@@ -122,17 +122,17 @@ rule zipf:
     output:
         png=P("zipf").replace("{ext}", "png"),
         pdf=P("zipf").replace("{ext}", "pdf"),
-    params:
-        splits=lambda w: PLAN.corpus_splits(w.corpus),
-        title=lambda w: f"{w.corpus}, tokenizer {w.tok}",
     log:
         LOG("zipf", "{corpus}", "tok~{tok}"),
     benchmark:
         BENCH("zipf", "{corpus}", "tok~{tok}")
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **tfres.cpu_resources(SITE, "zipf"),
-    conda:
-        "../envs/data.yaml"
+    params:
+        splits=lambda w: PLAN.corpus_splits(w.corpus),
+        title=lambda w: f"{w.corpus}, tokenizer {w.tok}",
     script:
         "../scripts/zipf.py"

@@ -4,6 +4,7 @@
 # Uses RUN_DIR, RUN_REGEX, train_inputs, train_settings, train_threads from rules/common.smk and
 # TRAIN_RESOURCES from rules/resources.smk.
 
+
 rule train:
     input:
         unpack(train_inputs),
@@ -11,20 +12,20 @@ rule train:
         # the run folder's files (tokenfair.paths.RUN_FILES); the model is a folder
         **{kind: os.path.join(RUN_DIR, name) for kind, name in paths.RUN_FILES.items() if kind != "model"},
         model=directory(os.path.join(RUN_DIR, paths.RUN_MODEL)),
-    params:
-        settings=train_settings,
-        tokenizer=lambda wildcards: PLAN["tokenizers"][wildcards.tok],
-        corpus=lambda wildcards: PLAN["corpora"][wildcards.corpus],
-    wildcard_constraints:
-        run=RUN_REGEX,
     log:
         LOG("train", "{corpus}", "tok~{tok}", "{run}"),
     benchmark:
         BENCH("train", "{corpus}", "tok~{tok}", "{run}")
+    wildcard_constraints:
+        run=RUN_REGEX,
+    conda:
+        "../envs/train.yaml"
     threads: train_threads
     resources:
         **TRAIN_RESOURCES,
-    conda:
-        "../envs/train.yaml"
+    params:
+        settings=train_settings,
+        tokenizer=lambda wildcards: PLAN["tokenizers"][wildcards.tok],
+        corpus=lambda wildcards: PLAN["corpora"][wildcards.corpus],
     script:
         "../scripts/train.py"
