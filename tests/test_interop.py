@@ -19,6 +19,7 @@ import pytest
 
 from tokenfair import config as tfconfig
 from tokenfair import export, paths
+from tokenfair import plan as tfplan
 from tokenfair import train as tt
 from tokenfair.corpus import normalise
 from tokenfair.tokenization import encode_documents, load_tokenizer, train_bpe
@@ -41,7 +42,8 @@ def settings_for(name: str) -> dict:
         "tokenizers": {"bpe": {"type": "bpe", "vocab_size": 512}},
         "models": {name: MODELS[name]}, "weight_decays": [0.1], "seeds": [0], "train": TRAIN,
     }, check_files=False)
-    return tfconfig.run_settings(cfg, tfconfig.grid(cfg)[0])
+    plan = tfplan.build(cfg)
+    return plan.settings(plan.points[0])
 
 
 @pytest.fixture(scope="module")

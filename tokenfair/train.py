@@ -2,7 +2,7 @@
 
 `run(settings, ...)` is the whole job, top to bottom: `setup` (the run's data, seeded model, optimizer and
 schedule: a `Job`) -> a `RunState` (step, accumulators, log rows, timers), resumed from the checkpoint if
-any -> `train_loop` -> `write_outputs`. `settings` is plain data, `tokenfair.config.run_settings(cfg, point)`.
+any -> `train_loop` -> `write_outputs`. `settings` is plain data, `tokenfair.plan.Plan.settings(point)`.
 
 - Model: `tokenfair.models.build_model` at the tokenizer's vocabulary (SDPA attention), seeded by the run
   seed. Optimizer and schedule: `tokenfair.optim` (named groups, decoupled decay, warmup then cosine);
