@@ -21,6 +21,7 @@ from tokenfair import config as tfconfig
 from tokenfair import export, paths
 from tokenfair import plan as tfplan
 from tokenfair import train as tt
+from tokenfair import windows as windows_mod
 from tokenfair.corpus import normalise
 from tokenfair.tokenization import encode_documents, load_tokenizer, train_bpe
 
@@ -69,7 +70,7 @@ def expected(tmp_path_factory, speeches) -> Path:
         final = table[(table.step == TRAIN["steps"]) & (table.split == "validation")]
         shard = np.load(root / "validation.npy")
         seq_len = TRAIN["seq_len"]
-        starts = tt.eval_starts(len(shard), seq_len, TRAIN["eval_val_tokens"])
+        starts = windows_mod.eval_starts(len(shard), seq_len, TRAIN["eval_val_tokens"])
         windows = shard[starts[:, None] + np.arange(seq_len + 1)]
         cases.append({
             "folder": str(out / paths.RUN_MODEL), "text": text,
