@@ -395,6 +395,37 @@ def test_figures_use_log_frequency_axes(study):
     assert any(np.allclose(line.get_color(), colors[1.0]) for line in fig.axes[0].lines)
 
 
+def test_figures_draw_the_reference_losses_and_the_accuracy_per_bin(study):
+    from tokenfair import plots
+    from tokenfair.report import reference_losses, vocabularies
+
+    cfg, counts, res = study
+    colors, keys = plots.decay_colors(cfg["weight_decays"]), cfg.other_axes
+    vocab = vocabularies({("c1", "t1"): cfg.frequency_file("c1", "t1")}, cfg["frequency"]["rare_percentile"])
+    special = np.zeros(VOCAB, dtype=bool)
+    special[:2] = True
+    refs = reference_losses(vocab)
+    assert refs == {("c1", "t1"): {"uniform": pytest.approx(math.log(VOCAB)),
+                                   "unigram": pytest.approx(M.unigram_entropy(counts, special))}}
+
+    def flat_lines(ax):  # the y of each horizontal line
+        return sorted(float(line.get_ydata()[0]) for line in ax.lines if len(set(line.get_ydata())) == 1
+                      and tuple(line.get_xdata()) == (0, 1))
+
+    expect = sorted([math.log(VOCAB), M.unigram_entropy(counts, special)])
+    for fig in (plots.bin_loss(res["bins_by_seed"], "train", colors, keys, refs=refs),
+                plots.bin_curves(res["bin_curves_by_seed"], "train", colors, keys, refs=refs),
+                plots.loss_vs_decay(res["runs_by_seed"], ["train"], colors, keys, refs=refs)):
+        assert all(flat_lines(ax) == pytest.approx(expect) for ax in fig.axes)
+    assert flat_lines(plots.bin_loss(res["bins_by_seed"], "train", colors, keys).axes[0]) == []
+    fig = plots.bin_accuracy(res["bins_by_seed"], "validation", colors, keys)
+    sub = res["bins_by_seed"]
+    sub = sub[(sub["split"] == "validation") & (sub["bin"] >= 0) & (sub["weight_decay"] == 1.0)
+              & (sub["model"] == "tiny-s")].sort_values("bin_lo")
+    drawn = [line.get_ydata() for line in fig.axes[0].lines if np.allclose(line.get_color(), colors[1.0])]
+    assert len(drawn) == 1 and np.allclose(drawn[0], sub["acc_balanced_mean"], equal_nan=True)
+
+
 @pytest.mark.heavy
 def test_workflow_rules_and_report(tmp_path):
     """The Snakemake rules on a synthetic tree: aggregate (worker processes) and aggregate_partial in one

@@ -459,7 +459,7 @@ def aggregate(plan, partial: bool = False, workers: int = 1, out_dir: str | None
     for corpus, tok in dict.fromkeys((p["corpus"], p["tok"]) for p in plan.points):
         f = plan.frequency_file(corpus, tok)
         if os.path.exists(f):
-            freq[f"{corpus} / {tok}"] = f
+            freq[corpus, tok] = f
     note = (f"partial: {len(present)} of {len(present) + len(missing)} grid points ({len(missing)} missing, "
             "see missing.csv)") if partial else None
     # figures in parallel only for grids big enough to make panels many (a process costs ~2 s to start)
