@@ -153,6 +153,30 @@ def test_runs_table_matches_a_direct_computation(study):
     assert runs.loc[runs["weight_decay"] == 1.0, "train_spearman"].lt(-0.5).all()
 
 
+def test_spearman_of_the_loss_change_pairs_each_seed_with_the_reference_decay(study):
+    cfg, counts, res = study
+    runs = res["runs"]
+    point = next(p for p in cfg.points if p["weight_decay"] == 0.1 and p["seed"] == 1 and p["model"] == "tiny-s")
+    ref = next(p for p in cfg.points if p["weight_decay"] == 0.0 and p["seed"] == 1 and p["model"] == "tiny-s")
+
+    def per_type(p):
+        pt = pd.read_parquet(A.run_files(cfg, p)["per_token"])
+        pt = pt[(pt["step"] == 100) & (pt["split"] == "validation") & (pt["token_id"] >= 2) & (pt["count"] > 0)]
+        return (pt["loss_sum"] / pt["count"]).to_numpy(), pt["token_id"].to_numpy()
+
+    (at, ids), (at_ref, ids_ref) = per_type(point), per_type(ref)
+    assert (ids == ids_ref).all()  # the same evaluation sample
+    row = runs[(runs["model"] == "tiny-s") & (runs["weight_decay"] == 0.1) & (runs["seed"] == 1)].iloc[0]
+    assert row["validation_spearman_change"] == pytest.approx(M.spearman(counts[ids], at - at_ref))
+    assert runs.loc[runs["weight_decay"] == 0.0, "validation_spearman_change"].isna().all()
+    # the synthetic effect: the loss rises with decay in proportion to rarity (noise aside)
+    assert runs.loc[runs["weight_decay"] == 1.0, "train_spearman_change"].lt(-0.9).all()
+    by_seed = res["runs_by_seed"]
+    assert by_seed["validation_spearman_change_mean"].notna().sum() == 4  # 2 models x decays 0.1 and 1.0
+    new_bins = res["bins"][["learning_speed_token", "steps_to_80pct"]]
+    assert new_bins.notna().any().all() and "steps_to_80pct_ci95" in res["bins_by_seed"]
+
+
 def test_bins_seeds_and_decay_effects(study):
     cfg, _, res = study
     bins, bs, de = res["bins"], res["bins_by_seed"], res["decay_effects"]
@@ -369,6 +393,37 @@ def test_figures_use_log_frequency_axes(study):
     # the line of decay 1.0 has the same colour in two figures
     fig = plots.bin_loss(res["bins_by_seed"], "validation", colors, keys)
     assert any(np.allclose(line.get_color(), colors[1.0]) for line in fig.axes[0].lines)
+
+
+def test_figures_draw_the_reference_losses_and_the_accuracy_per_bin(study):
+    from tokenfair import plots
+    from tokenfair.report import reference_losses, vocabularies
+
+    cfg, counts, res = study
+    colors, keys = plots.decay_colors(cfg["weight_decays"]), cfg.other_axes
+    vocab = vocabularies({("c1", "t1"): cfg.frequency_file("c1", "t1")}, cfg["frequency"]["rare_percentile"])
+    special = np.zeros(VOCAB, dtype=bool)
+    special[:2] = True
+    refs = reference_losses(vocab)
+    assert refs == {("c1", "t1"): {"uniform": pytest.approx(math.log(VOCAB)),
+                                   "unigram": pytest.approx(M.unigram_entropy(counts, special))}}
+
+    def flat_lines(ax):  # the y of each horizontal line
+        return sorted(float(line.get_ydata()[0]) for line in ax.lines if len(set(line.get_ydata())) == 1
+                      and tuple(line.get_xdata()) == (0, 1))
+
+    expect = sorted([math.log(VOCAB), M.unigram_entropy(counts, special)])
+    for fig in (plots.bin_loss(res["bins_by_seed"], "train", colors, keys, refs=refs),
+                plots.bin_curves(res["bin_curves_by_seed"], "train", colors, keys, refs=refs),
+                plots.loss_vs_decay(res["runs_by_seed"], ["train"], colors, keys, refs=refs)):
+        assert all(flat_lines(ax) == pytest.approx(expect) for ax in fig.axes)
+    assert flat_lines(plots.bin_loss(res["bins_by_seed"], "train", colors, keys).axes[0]) == []
+    fig = plots.bin_accuracy(res["bins_by_seed"], "validation", colors, keys)
+    sub = res["bins_by_seed"]
+    sub = sub[(sub["split"] == "validation") & (sub["bin"] >= 0) & (sub["weight_decay"] == 1.0)
+              & (sub["model"] == "tiny-s")].sort_values("bin_lo")
+    drawn = [line.get_ydata() for line in fig.axes[0].lines if np.allclose(line.get_color(), colors[1.0])]
+    assert len(drawn) == 1 and np.allclose(drawn[0], sub["acc_balanced_mean"], equal_nan=True)
 
 
 @pytest.mark.heavy

@@ -113,6 +113,53 @@ def test_learning_speed_three_points():
     assert np.isnan(M.learning_speed([100], [4.0]))
 
 
+def test_learning_speed_per_token_differs_from_per_bin(groups):
+    """Steps 0, 100, 200; per-type loss curves (count per step):
+      id 0 special                          -> left out
+      id 1 [4, 2, 2]  (1)  bin 2            -> area 3*100 + 2*100 = 500, / (200 * 4) = 0.625
+      id 2 [2, 2, 1]  (2)  bin 2            -> area 2*100 + 1.5*100 = 350, / (200 * 2) = 0.875
+      id 3 never seen      bin 1            -> NaN
+      id 4 [6, 3, 3]  (1)  bin 0, one id    -> area 4.5*100 + 3*100 = 750, / (200 * 6) = 0.625
+      id 5 [2, 1, 1]  (1)  bin -1 (train 0) -> area 1.5*100 + 1*100 = 250, / (200 * 2) = 0.625
+    Bin 2 per token: (0.625 + 0.875) / 2 = 0.75; per bin, of its balanced curve [3, 2, 1.5]:
+    (2.5*100 + 1.75*100) / (200 * 3) = 425 / 600 = 0.7083."""
+    steps = [0, 100, 200]
+    count = np.array([[2, 1, 2, 0, 1, 1]] * 3)
+    per = np.array([[9.0, 4, 2, 0, 6, 2], [9.0, 2, 2, 0, 3, 1], [9.0, 2, 1, 0, 3, 1]])
+    speed = M.learning_speed_token(steps, per * count, count, groups)
+    np.testing.assert_allclose(speed, [0.625, 0.625, np.nan, 0.75])
+    assert M.learning_speed(steps, [3.0, 2.0, 1.5]) == pytest.approx(425 / 600)
+    count[2, 5] = 0  # id 5 not seen at the last step: bin -1 has no id seen at every step
+    assert np.isnan(M.learning_speed_token(steps, per * count, count, groups)[0])
+
+
+def test_steps_to_80pct_of_the_improvement():
+    # [4, 2, 1]: improvement 3, level 4 - 2.4 = 1.6, between (100, 2) and (300, 1): 100 + 0.4 / 1 * 200 = 180
+    assert M.steps_to_fraction([0, 100, 300], [4.0, 2.0, 1.0]) == pytest.approx(180)
+    # [4, 1, 1.5] ends 2.5 lower: level 2, between (0, 4) and (100, 1): 2 / 3 * 100 (the overshoot is ignored)
+    # [6, 3, 2]: a curve that ends higher than [4, 2, 1] but reaches its level 6 - 3.2 = 2.8 sooner:
+    # between (100, 3) and (300, 2): 100 + 0.2 * 200 = 140
+    np.testing.assert_allclose(M.steps_to_fraction([0, 100, 300], [[4.0, 1.0, 1.5], [6.0, 3.0, 2.0]]),
+                               [200 / 3, 140])
+    for flat_or_rising in ([4.0, 4.0, 4.0], [1.0, 2.0, 3.0], [4.0, np.nan, 1.0]):
+        assert np.isnan(M.steps_to_fraction([0, 100, 300], flat_or_rising))
+    assert np.isnan(M.steps_to_fraction([100], [4.0]))
+    assert M.steps_to_fraction([0, 10], [2.0, 1.0], fraction=0.5) == pytest.approx(5)
+
+
+def test_spearman_of_the_loss_change_by_hand(groups):
+    """Per-type losses at the reference decay and at a larger one (NaN: not seen):
+      id 0 special; id 3 not seen at the reference -> out. Ids 1, 2, 4, 5 (train 20, 10, 1, 0; ranks 4 3 2 1)
+      change 0.1, 0.3, 0.5, 0.2 (ranks 1 3 4 2): sum d^2 = 9 + 0 + 4 + 1 = 14, rho = 1 - 6*14/(4*15) = -0.4."""
+    ref = np.array([0.1, 1.0, 1.0, np.nan, 2.0, 3.0])
+    at = np.array([9.0, 1.1, 1.3, 5.0, 2.5, 3.2])
+    assert M.loss_change_spearman(groups.train_count, at, ref, groups.special) == pytest.approx(-0.4)
+    cache = {}
+    assert M.loss_change_spearman(groups.train_count, at, ref, groups.special, cache) == pytest.approx(-0.4)
+    assert len(cache) == 1
+    assert np.isnan(M.loss_change_spearman(groups.train_count, ref, ref, groups.special))  # no change: constant
+
+
 def test_slope_least_squares():
     # Sxx = 1.01 - 1.21/3, Sxy = 2.63 - 1.1*4.8/3
     assert M.slope([0.0, 0.1, 1.0], [1.0, 1.3, 2.5]) == pytest.approx(0.87 / (1.01 - 1.21 / 3))
@@ -180,6 +227,13 @@ def test_one_run_from_its_file(tmp_path, groups):
     assert tb.loc[2, "learning_speed"] == pytest.approx(0.5)
     assert tb.loc[1, "learning_speed"] == pytest.approx(1.0)  # id 3 never improved
     assert tb.loc[0, "learning_speed"] == pytest.approx((4.5 * 100 + 3 * 200) / (300 * 6))
+    # ids 1 and 2 have the bin's curve [4, 2, 1]: per token as per bin; bin 0 holds id 4 alone
+    assert tb.loc[2, "learning_speed_token"] == pytest.approx(0.5)
+    assert tb.loc[0, "learning_speed_token"] == pytest.approx(tb.loc[0, "learning_speed"])
+    assert np.isnan(tb.loc[-1, "learning_speed_token"]) and np.isnan(tb.loc[-1, "steps_to_80pct"])  # never seen
+    # [4, 2, 1] over 0, 100, 300: level 1.6 at 100 + 0.4 * 200 = 180; [6, 3, 3]: level 3.6 at 0.8 * 100 = 80
+    assert tb.loc[2, "steps_to_80pct"] == pytest.approx(180) and tb.loc[0, "steps_to_80pct"] == pytest.approx(80)
+    assert np.isnan(tb.loc[1, "steps_to_80pct"])  # id 3 never improved
     vb = b[b["split"] == "validation"].set_index("bin")
     assert vb.loc[-1, "loss_balanced"] == pytest.approx(2.0) and vb.loc[2, "loss_avg"] == pytest.approx(4 / 6)
     assert vb.loc[2, "n_types"] == 2 and vb.loc[0, "n_types"] == 1

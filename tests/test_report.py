@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_the_registry_names_every_figure_in_order():
     splits = ["train", "validation", "ood-py_docs"]
     names = R.figure_names(splits)
-    assert names == [f"{k}_{s}" for k in ("bin_loss", "bin_curves", "decay_heatmap") for s in splits] + [
+    assert names == [f"{k}_{s}" for k in ("bin_loss", "bin_curves", "decay_heatmap", "bin_accuracy")
+                                 for s in splits] + [
         "loss_vs_decay", "learning_speed", "embedding_norms", "frequency"]
     for stem in names:  # every name parses back (an ood split's corpus name may hold underscores)
         kind, split = R.parse_figure_stem(stem, splits)
@@ -77,6 +78,7 @@ def test_a_registered_figure_is_drawn_listed_shown_and_labelled(tmp_path, monkey
     special = np.zeros(VOCAB, dtype=bool)
     special[:2] = True
     assert f"Train unigram entropy of c1 / t1: {unigram_entropy(counts, special):.4f} nats" in readme
+    assert f"uniform loss ln({VOCAB}) = {math.log(VOCAB):.4f} nats" in readme
 
 
 def test_fmt_and_tables():

@@ -288,6 +288,51 @@ def test_eval_starts_and_sampler():
     assert not (windows.WindowSampler(1001, 10, seed=4).next_starts(100) == first).all()
 
 
+def test_eval_steps_linear_and_log():
+    assert windows.eval_steps(30, 10) == [0, 10, 20, 30]
+    assert windows.eval_steps(25, 10, "linear") == [0, 10, 20, 25]  # the last step always
+    # n = ceil(100 / 25) = 4: round(100^(k/4)) = 1, 3 (3.16), 10, 32 (31.6), 100
+    assert windows.eval_steps(100, 25, "log") == [0, 1, 3, 10, 32, 100]
+    # n = 10: 10^(k/10) = 1, 1.26, 1.58, 2, 2.51, 3.16, 3.98, 5.01, 6.31, 7.94, 10, rounded and deduplicated;
+    # never more evaluations than linear
+    log10 = windows.eval_steps(10, 1, "log")
+    assert log10 == [0, 1, 2, 3, 4, 5, 6, 8, 10] and len(log10) <= len(windows.eval_steps(10, 1))
+    with pytest.raises(ValueError, match="eval_schedule"):
+        windows.eval_steps(10, 1, "cosine")
+
+
+def test_ood_splits_are_evaluated_whole_unless_budgeted(data):
+    val = data["eval_tokens"]["validation"]
+    n = len(np.load(val))
+    whole = windows.eval_starts(n, 32, None)
+    assert len(whole) == (n - 1) // 32
+    train = settings_for(eval_val_tokens=64)["train"]
+    d = windows.load_data(data["train_tokens"], {"validation": val, "ood-other": val}, train, 512)
+    assert len(d.starts["validation"]) == 2 and (d.starts["ood-other"] == whole).all()
+    assert (d.final["train"] == d.starts["train"]).all()  # eval_train_final: sample
+    d = windows.load_data(data["train_tokens"], {"ood-other": val}, {**train, "eval_ood_tokens": 96}, 512)
+    assert len(d.starts["ood-other"]) == 3
+
+
+def test_log_schedule_and_every_train_occurrence_at_the_last_step(data, tmp_path):
+    out = tmp_path / "run"
+    tt.run(settings_for(steps=4, eval_every=2, eval_schedule="log", eval_train_final="all", tensorboard=False),
+           out_dir=str(out), **data)
+    df = pq.read_table(out / paths.RUN_PER_TOKEN).to_pandas()
+    assert sorted(df["step"].unique()) == [0, 1, 2, 4]
+    shard = np.load(data["train_tokens"]).astype(np.int64)
+    counts = np.bincount(shard, minlength=512)  # the train frequency table's counts (count.py counts the shard)
+    # every occurrence but the shard's first token and its tail shorter than seq_len (the packed windows'
+    # targets: positions 1 .. 32 * ((len - 1) // 32))
+    end = 1 + 32 * ((len(shard) - 1) // 32)
+    expect = counts - np.bincount(shard[:1], minlength=512) - np.bincount(shard[end:], minlength=512)
+    train = df[df["split"] == "train"]
+    final = train[train["step"] == 4].sort_values("token_id")["count"].to_numpy()
+    assert (final == expect).all()
+    sample = train[train["step"] == 2]["count"].sum()
+    assert sample == 2048 < final.sum()  # earlier steps: the fixed sample of eval_train_tokens
+
+
 # --------------------------------------------------------------------------------------------------
 # failures
 

@@ -10,9 +10,13 @@ Outputs (each table as .parquet and .csv; the metric definitions, seed statistic
 - runs: one row per run: its axes (every axis of every study; an unset value is null), parameter count, final
   step, run folder, studies (";"-joined names of the config's studies it belongs to, "main" = the top-level
   grid); per split `<split>_<metric>` at the final step: tokens, types_seen, loss_avg, loss_balanced, acc_avg,
-  acc_balanced, ppl, loss_rare, loss_frequent, rare_gap, spearman. Splits: train, validation, test and
-  ood-<corpus> per evaluation-only corpus, all binned by the training corpus's train counts.
-- bins: one row per run x split x train-frequency bin at the final step, with the bin's learning speed.
+  acc_balanced, ppl, loss_rare, loss_frequent, rare_gap, spearman, spearman_change (of log train count
+  and the per-type loss change from the run of the same seed at the smallest decay). Splits: train,
+  validation, test and ood-<corpus> per evaluation-only corpus, all binned by the training corpus's train
+  counts.
+- bins: one row per run x split x train-frequency bin at the final step, with the bin's learning speed
+  (learning_speed, of the bin's balanced loss curve; learning_speed_token, the paper's mean of the ids' own)
+  and steps_to_80pct.
 - bin_curves: one row per run x split x eval step x bin (the loss-over-training curves).
 - runs_by_seed, bins_by_seed, bin_curves_by_seed: the same metrics over seeds, `<metric>_mean`, `_std`,
   `_ci95` (half-width of the 95% Student-t interval; std and ci95 are NaN for a single seed), n_seeds (and
@@ -55,9 +59,9 @@ PER_TOKEN_COLUMNS = ["step", "split", "token_id", "loss_sum", "count", "correct"
 NORM_COLUMNS = ["token_id", "embedding_norm", "unembedding_norm"]
 MATRICES = ("embedding", "unembedding")
 RUN_METRICS = ("tokens", "types_seen", "loss_avg", "loss_balanced", "acc_avg", "acc_balanced", "ppl",
-               "loss_rare", "loss_frequent", "rare_gap", "spearman")
+               "loss_rare", "loss_frequent", "rare_gap", "spearman", "spearman_change")
 BIN_METRICS = ("n_seen", "occurrences", "loss_avg", "loss_balanced", "acc_avg", "acc_balanced",
-               "learning_speed")
+               "learning_speed", "learning_speed_token", "steps_to_80pct")
 CURVE_METRICS = ("n_seen", "loss_avg", "loss_balanced", "acc_avg")
 
 
@@ -172,7 +176,8 @@ def read_per_token(path: str, n_vocab: int):
 
 def summarise_run(per_token_path: str, groups) -> dict:
     """The small result of one run: {"final_step", "run": {<split>_<metric>: value}, "bins": columns,
-    "curves": columns}."""
+    "curves": columns, "per_type": {split: per-type losses [V] at the final step, NaN where not seen}} (the
+    per-type losses pair a run with its reference decay's: `spearman_changes`)."""
     import numpy as np
 
     from . import metrics as M
@@ -180,6 +185,7 @@ def summarise_run(per_token_path: str, groups) -> dict:
     keys, loss, count, correct = read_per_token(per_token_path, groups.vocab_size)
     sums = M.category_sums(loss, count, correct, groups.category, groups.n_categories)  # [G, C, F]
     run: dict[str, Any] = {}
+    per_type: dict[str, np.ndarray] = {}
     bin_cols = ("split", "step", "first_step", "bin", "bin_lo", "bin_hi", "n_types", *BIN_METRICS)
     bins: dict[str, list] = {k: [] for k in bin_cols}
     curves: dict[str, list] = {k: [] for k in ("split", "step", "bin", "bin_lo", "bin_hi", *CURVE_METRICS)}
@@ -203,10 +209,13 @@ def summarise_run(per_token_path: str, groups) -> dict:
                                                   cache=groups.rank_cache),
         }
         run.update({f"{split}_{k}": v for k, v in vals.items()})
+        per_type[split] = M.per_type_loss(loss[last], count[last])
         # per bin over the eval steps
         per_bin = M.summarise(M.by_bin(sums[rows]))  # each [T, B]
-        speed = M.learning_speed(steps, per_bin["loss_balanced"].T)  # [B]
         fin = {k: v[-1] for k, v in per_bin.items()}
+        fin["learning_speed"] = M.learning_speed(steps, per_bin["loss_balanced"].T)  # [B]
+        fin["learning_speed_token"] = M.learning_speed_token(steps, loss[rows], count[rows], groups)
+        fin["steps_to_80pct"] = M.steps_to_fraction(steps, per_bin["loss_balanced"].T, 0.8)
         bins["split"] += [split] * nb
         bins["step"] += [int(steps[-1])] * nb
         bins["first_step"] += [int(steps[0])] * nb
@@ -215,7 +224,7 @@ def summarise_run(per_token_path: str, groups) -> dict:
         bins["bin_hi"].append(groups.bin_hi)
         bins["n_types"].append(groups.n_types)
         for k in BIN_METRICS:
-            bins[k].append(speed if k == "learning_speed" else fin[k])
+            bins[k].append(fin[k])
         T = len(rows)
         curves["split"] += [split] * (T * nb)
         curves["step"].append(np.repeat(steps, nb))
@@ -227,7 +236,8 @@ def summarise_run(per_token_path: str, groups) -> dict:
     def columns(d):  # lists of scalars or of per-split arrays -> one array per column
         return {k: np.asarray(v) if k == "split" or (v and np.isscalar(v[0])) else np.concatenate(v) for k, v in d.items()}
 
-    return {"final_step": int(max(k[1] for k in keys)), "run": run, "bins": columns(bins), "curves": columns(curves)}
+    return {"final_step": int(max(k[1] for k in keys)), "run": run, "bins": columns(bins), "curves": columns(curves),
+            "per_type": per_type}
 
 
 def summarise_norms(norms_path: str, groups, tied=None) -> dict:
@@ -317,8 +327,11 @@ def collect(plan, points: list[dict], workers: int = 1) -> dict:
         jobs.append({"per_token": f["per_token"], "run_json": f["run_json"], "norms": f["norms"],
                      "frequency": freq, "rare_percentile": rare})
     runs, bins, curves, norms, secs = [], [], [], [], 0.0
+    idents, per_types = [], []
     for p, res in zip(points, map_runs(jobs, workers)):
         ident = plan.identity(p)
+        idents.append(ident)
+        per_types.append(res["per_type"])
         runs.append({**{k: v for k, v in ident.items() if k != "seed"}, "seed": ident["seed"],
                      "n_params": res["n_params"], "final_step": res["final_step"], "run": p["run"],
                      "studies": studies_label(p), **res["run"]})
@@ -327,6 +340,10 @@ def collect(plan, points: list[dict], workers: int = 1) -> dict:
             n = len(cols["bin"])
             store.append(pd.DataFrame({**{k: [v] * n for k, v in ident.items()}, **cols}))
         secs += res["seconds"]
+    groups = [metrics.load_groups(j["frequency"], rare) for j in jobs]
+    for row, vals in zip(runs, spearman_changes(idents, per_types, groups, plan.other_axes)):
+        row.update(vals)
+    del per_types
     runs_df = pd.DataFrame(runs)
     if len(runs_df):
         runs_df["n_params"] = runs_df["n_params"].astype("Int64")
@@ -344,6 +361,25 @@ def collect(plan, points: list[dict], workers: int = 1) -> dict:
                 if c in df.columns:
                     df[c] = df[c].astype(np.int64)
     out["seconds_in_runs"] = secs
+    return out
+
+
+def spearman_changes(idents: list[dict], per_types: list[dict], groups: list, others: list[str]) -> list[dict]:
+    """Per run (identities, final per-type losses per split, metrics.Groups), {<split>_spearman_change}:
+    metrics.loss_change_spearman against the run of the same seed and other axes at the smallest decay those
+    other axes have; NaN at that decay itself and without that seed's run there."""
+    key = [tuple(repr(i[a]) for a in others) for i in idents]
+    ref_decay: dict[tuple, float] = {}
+    for k, i in zip(key, idents):
+        ref_decay[k] = min(ref_decay.get(k, math.inf), i["weight_decay"])
+    where = {(k, i["seed"], i["weight_decay"]): n for n, (k, i) in enumerate(zip(key, idents))}
+    out = []
+    for n, (k, i) in enumerate(zip(key, idents)):
+        r = where.get((k, i["seed"], ref_decay[k]))
+        g = groups[n]
+        out.append({f"{split}_spearman_change": math.nan if r in (None, n) or split not in per_types[r] else
+                    metrics.loss_change_spearman(g.train_count, y, per_types[r][split], g.special, g.rank_cache)
+                    for split, y in per_types[n].items()})
     return out
 
 
@@ -423,7 +459,7 @@ def aggregate(plan, partial: bool = False, workers: int = 1, out_dir: str | None
     for corpus, tok in dict.fromkeys((p["corpus"], p["tok"]) for p in plan.points):
         f = plan.frequency_file(corpus, tok)
         if os.path.exists(f):
-            freq[f"{corpus} / {tok}"] = f
+            freq[corpus, tok] = f
     note = (f"partial: {len(present)} of {len(present) + len(missing)} grid points ({len(missing)} missing, "
             "see missing.csv)") if partial else None
     # figures in parallel only for grids big enough to make panels many (a process costs ~2 s to start)

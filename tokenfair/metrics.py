@@ -20,6 +20,19 @@ Definitions (every metric leaves the special tokens out; "seen" means count > 0 
   (s_T - s_0) * y(s_0): 1 = never improved (flat), 0 = learned instantly; below 0 or above 1 when the loss
   goes negative or rises. NaN with fewer than two steps, a non-positive or missing initial value, or a NaN
   anywhere on the curve.
+  This is `learning_speed`, of a bin's token-balanced loss curve (one area per bin).
+- per-token learning speed `learning_speed_token` (the paper's definition) = the mean, over the non-special
+  ids of a bin seen at EVERY eval step, of each id's own learning speed (the above, of its per-type loss
+  curve). It differs from `learning_speed` (the area of the mean curve normalised by the mean initial
+  loss): an id that starts high and falls far weighs as much as one that starts low.
+- `steps_to_80pct` of a curve = the step at which it first made 80% of its total improvement y(s_0) - y(s_T)
+  (first reaches y(s_0) - 0.8 (y(s_0) - y(s_T))), interpolated linearly between the two eval steps around that
+  level; NaN without an improvement (y(s_T) >= y(s_0)), with fewer than two steps or a NaN on the curve. It
+  tells "learns slowly" (late) from "ends higher" (a level, not a time), which one area mixes.
+- `spearman_change` = Spearman between the log train frequency and the CHANGE of the per-type loss from the
+  reference (smallest) decay, per seed: over the non-special ids seen in both runs (the same seed and other
+  axes), y = per-type loss at the decay - per-type loss at the reference decay. Negative: the decay hurts
+  rare ids more. NaN at the reference decay itself and without a reference run of the seed.
 - over seeds (`seed_stats`, the summary's *_by_seed tables and publish): mean, sample std (ddof 1), and the
   half-width of the 95% Student-t interval t(0.975, n-1) * std / sqrt(n); with a single seed std and the
   interval are NaN.
@@ -237,6 +250,41 @@ def learning_speed(steps, curve) -> np.ndarray:
     )
 
 
+def per_type_loss(loss_sum, count) -> np.ndarray:
+    """loss_sum / count elementwise; NaN where count is 0 (an id not seen)."""
+    return _div(loss_sum, count)
+
+
+def learning_speed_token(steps, loss_sum, count, groups: Groups) -> np.ndarray:
+    """[B] per bin of `groups`, the mean of the learning speeds of its non-special ids seen at every step,
+    each over its own per-type loss curve; `loss_sum`, `count` are per-id sums [T, V] at the ascending eval
+    `steps` [T]. NaN for a bin without such an id."""
+    count = np.asarray(count)
+    seen = np.flatnonzero((count > 0).all(axis=0) & (groups.category >= 0))
+    speed = learning_speed(steps, per_type_loss(np.asarray(loss_sum)[:, seen], count[:, seen]).T)
+    slot = groups.category[seen] // 2
+    n = np.bincount(slot, minlength=groups.n_bins)
+    return _div(np.bincount(slot, weights=speed, minlength=groups.n_bins), n)
+
+
+def steps_to_fraction(steps, curve, fraction: float = 0.8) -> np.ndarray:
+    """The step at which each curve [..., T] over the ascending `steps` [T] first made `fraction` of its
+    total improvement, interpolated linearly (see `steps_to_80pct` in the module docstring for NaN)."""
+    steps = np.asarray(steps, dtype=np.float64)
+    curve = np.asarray(curve, dtype=np.float64)
+    out = np.full(curve.shape[:-1], np.nan)
+    if curve.shape[-1] < 2:
+        return out
+    for i in np.ndindex(out.shape):
+        y = curve[i]
+        if np.isnan(y).any() or not y[-1] < y[0]:
+            continue
+        level = y[0] - fraction * (y[0] - y[-1])
+        k = int(np.argmax(y <= level))  # >= 1: y[0] is above the level
+        out[i] = steps[k - 1] + (y[k - 1] - level) / (y[k - 1] - y[k]) * (steps[k] - steps[k - 1])
+    return out
+
+
 def rankdata(a) -> np.ndarray:
     """Ranks 1..n, ties get the average of the ranks they span (scipy.stats.rankdata 'average')."""
     a = np.asarray(a)
@@ -273,6 +321,20 @@ def frequency_loss_spearman(train_count, loss_sum, count, special, cache: dict |
     count = np.asarray(count)
     mask = (count > 0) & ~np.asarray(special, dtype=bool)
     y = np.asarray(loss_sum, dtype=np.float64)[mask] / count[mask]
+    return _count_spearman(train_count, mask, y, cache)
+
+
+def loss_change_spearman(train_count, per_type, per_type_ref, special, cache: dict | None = None) -> float:
+    """Spearman between log train frequency and per_type - per_type_ref (per-type losses [V], NaN for an id
+    not seen) over the non-special ids seen in both; `cache` as in frequency_loss_spearman."""
+    per_type = np.asarray(per_type, dtype=np.float64)
+    per_type_ref = np.asarray(per_type_ref, dtype=np.float64)
+    mask = np.isfinite(per_type) & np.isfinite(per_type_ref) & ~np.asarray(special, dtype=bool)
+    return _count_spearman(train_count, mask, per_type[mask] - per_type_ref[mask], cache)
+
+
+def _count_spearman(train_count, mask, y, cache: dict | None) -> float:
+    """Spearman between the train counts of the ids in `mask` and `y` (one value per such id)."""
     if cache is None:
         return spearman(np.asarray(train_count)[mask], y)
     key = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()

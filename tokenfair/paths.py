@@ -62,7 +62,7 @@ AXIS_ORDER = (
     "grad_clip", "decay_group", "tie_embeddings", "embedding_decay_alpha", "embedding_decay_rows", "dropout",
     "label_smoothing", "z_loss", "eval_every", "eval_train_tokens", "eval_val_tokens", "eval_batch_size",
     "log_every", "checkpoint_every", "device", "threads", "precision", "compile",
-    "tensorboard",
+    "tensorboard", "eval_ood_tokens", "eval_schedule", "eval_train_final",
 )
 
 

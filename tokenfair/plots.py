@@ -144,11 +144,14 @@ def _decay_bands(ax, df, x: str, metric: str, colors, spread: str = "std"):
         _band(ax, d[x], d[f"{metric}_mean"], width, _color(colors, wd))
 
 
-def _decay_legend(fig, colors, decays_present):
+def _decay_legend(fig, colors, decays_present, refs: bool = False):
+    """The figure's legend: a colour per weight decay, and the reference lines' styles when `refs`."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=_color(colors, d), marker="o", lw=2, label=f"wd {d:g}")
                for d in sorted(decays_present)]
+    if handles and refs:
+        handles += [Line2D([], [], color="0.4", ls=style, lw=1.0, label=label) for _, style, label in REFERENCES]
     if handles and fig.get_layout_engine() is not None:
         fig.legend(handles=handles, loc="outside right center", title="weight decay", fontsize=8)
     elif handles:  # fixed-margin layout: in the right margin _grid keeps
@@ -165,26 +168,59 @@ def _decay_axis(ax, decays):
     ax.set_xlabel("weight decay" + (" (symlog)" if ax.get_xscale() == "symlog" else ""))
 
 
-def bin_loss(bins_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced", base=None) -> Figure:
-    """Per-bin loss vs train-frequency bin, one line per weight decay, one panel per model x corpus."""
-    df = bins_by_seed[(bins_by_seed["split"] == split) & (bins_by_seed["bin"] >= 0)] if len(bins_by_seed) else bins_by_seed
+# the reference losses drawn wherever a loss is plotted: (key in refs, line style, legend label)
+REFERENCES = (("uniform", ":", "uniform: ln(vocabulary size)"), ("unigram", "-.", "unigram: train entropy"))
+
+
+def _reference_lines(ax, refs, sub) -> None:
+    """Horizontal lines at the reference losses of the panel's corpus x tokenizer; `refs`:
+    {(corpus, tokenizer): {"uniform": nats, "unigram": nats}} (None: no lines)."""
+    if not refs or not {"corpus", "tokenizer"} <= set(sub.columns):
+        return
+    for key in sub[["corpus", "tokenizer"]].drop_duplicates().itertuples(index=False, name=None):
+        for name, style, label in REFERENCES if key in refs else ():
+            ax.axhline(refs[key][name], color="0.4", ls=style, lw=1.0, zorder=0, label=label)
+
+
+def _bin_metric(df, split: str, colors: dict, keys, metric: str, ylabel: str, title: str, base=None,
+                refs=None) -> Figure:
+    """A per-bin metric vs train-frequency bin, one line per weight decay, one panel per model x corpus."""
+    df = df[(df["split"] == split) & (df["bin"] >= 0)] if len(df) else df
     panels = _panels(df, keys, base)
     if not panels:
         return _empty(f"no finished run with a {split} split")
     fig, axes = _grid(1, len(panels), sharey=True)
     for ax, (label, sub) in zip(axes[0], panels):
         _decay_bands(ax, sub, "bin_lo", metric, colors)
+        _reference_lines(ax, refs, sub)
         ax.set_xscale("log")
         ax.set_xlabel("train count of the bin (lower edge, log)")
         ax.set_title(label, fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].set_ylabel(f"{'token-balanced' if metric == 'loss_balanced' else 'average'} loss per bin ({split}, nats)")
-    _decay_legend(fig, colors, set(df["weight_decay"]))
-    fig.suptitle(f"Loss per frequency bin by weight decay ({split}, final step; band = ±1 std over seeds)", fontsize=10)
+    axes[0][0].set_ylabel(ylabel)
+    _decay_legend(fig, colors, set(df["weight_decay"]), refs=bool(refs))
+    fig.suptitle(f"{title} ({split}, final step; band = ±1 std over seeds)", fontsize=10)
     return fig
 
 
-def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced", base=None) -> Figure:
+def bin_loss(bins_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced", base=None,
+             refs=None) -> Figure:
+    """Per-bin loss vs train-frequency bin, one line per weight decay, one panel per model x corpus, with the
+    uniform and unigram reference losses (`refs`, see _reference_lines)."""
+    kind = "token-balanced" if metric == "loss_balanced" else "average"
+    return _bin_metric(bins_by_seed, split, colors, keys, metric, f"{kind} loss per bin ({split}, nats)",
+                       "Loss per frequency bin by weight decay", base, refs)
+
+
+def bin_accuracy(bins_by_seed, split: str, colors: dict, keys, base=None) -> Figure:
+    """Per-bin token-balanced accuracy (mean of each seen id's argmax accuracy) vs train-frequency bin, one
+    line per weight decay, one panel per model x corpus."""
+    return _bin_metric(bins_by_seed, split, colors, keys, "acc_balanced",
+                       f"token-balanced accuracy per bin ({split})", "Next-token accuracy per frequency bin", base)
+
+
+def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced", base=None,
+               refs=None) -> Figure:
     """Loss over training steps, one panel per frequency bin (columns) and model x corpus (rows), one line
     per weight decay."""
     df = curves_by_seed[curves_by_seed["split"] == split] if len(curves_by_seed) else curves_by_seed
@@ -202,6 +238,7 @@ def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "lo
         for c, b in enumerate(bins):
             ax = axes[r][c]
             _decay_bands(ax, sub[sub["bin"] == b], "step", metric, colors)
+            _reference_lines(ax, refs, sub)
             if r == 0:
                 lo, hi = edges.loc[b]
                 ax.set_title(UNSEEN_LABEL if b < 0 else f"train count [{lo:,}, {hi:,})", fontsize=8)
@@ -213,14 +250,15 @@ def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "lo
                 ax.set_xlim(*x_range)
             ax.grid(True, alpha=0.3)
             ax.tick_params(labelsize=7)
-    _decay_legend(fig, colors, set(df["weight_decay"]))
+    _decay_legend(fig, colors, set(df["weight_decay"]), refs=bool(refs))
     fig.suptitle(f"Token-balanced loss of each frequency bin over training ({split}; band = ±1 std over seeds)",
                  fontsize=10)
     return fig
 
 
-def loss_vs_decay(runs_by_seed, splits, colors: dict, keys, base=None) -> Figure:
-    """Average loss (solid) and token-balanced loss (dashed) against weight decay; rows = splits."""
+def loss_vs_decay(runs_by_seed, splits, colors: dict, keys, base=None, refs=None) -> Figure:
+    """Average loss (solid) and token-balanced loss (dashed) against weight decay, with the uniform and
+    unigram reference losses (`refs`, see _reference_lines); rows = splits."""
     panels = _panels(runs_by_seed, keys, base)
     splits = [s for s in splits if len(runs_by_seed) and f"{s}_loss_avg_mean" in runs_by_seed.columns]
     if not panels or not splits:
@@ -237,6 +275,7 @@ def loss_vs_decay(runs_by_seed, splits, colors: dict, keys, base=None) -> Figure
                             capsize=2, zorder=1)
                 ax.scatter(x, y, c=[_color(colors, w) for w in x], s=30, zorder=2,
                            marker="o" if m == "loss_avg" else "s")
+            _reference_lines(ax, refs, sub)
             _decay_axis(ax, list(sub["weight_decay"]))
             ax.set_ylabel(f"{s} loss (nats)")
             ax.set_title(label, fontsize=9)

@@ -71,20 +71,31 @@ class FigureContext:
     base: dict
 
 
-@figure("bin_loss", ["bins_by_seed"], per_split=True,
-        caption="Token-balanced loss per train-frequency bin, one line per weight decay ({split})")
+def reference_losses(vocabularies) -> dict:
+    """{(corpus, tokenizer): {"uniform": ln(vocabulary size), "unigram": train unigram entropy}} (nats): the
+    losses of the uniform and the unigram predictor, drawn as reference lines with every loss."""
+    return {(r["corpus"], r["tokenizer"]): {"uniform": r["uniform_loss"], "unigram": r["train_entropy"]}
+            for r in vocabularies.to_dict("records")}
+
+
+@figure("bin_loss", ["bins_by_seed", "vocabularies"], per_split=True,
+        caption="Token-balanced loss per train-frequency bin, one line per weight decay; the uniform and "
+                "unigram losses for reference ({split})")
 def _bin_loss(t, split, ctx):
     from . import plots
 
-    return plots.bin_loss(t["bins_by_seed"], split, ctx.colors, ctx.others, base=ctx.base)
+    return plots.bin_loss(t["bins_by_seed"], split, ctx.colors, ctx.others, base=ctx.base,
+                          refs=reference_losses(t["vocabularies"]))
 
 
-@figure("bin_curves", ["bin_curves_by_seed"], per_split=True,
-        caption="Loss over training steps per frequency bin, one line per weight decay ({split})")
+@figure("bin_curves", ["bin_curves_by_seed", "vocabularies"], per_split=True,
+        caption="Loss over training steps per frequency bin, one line per weight decay; the uniform and unigram "
+                "losses for reference ({split})")
 def _bin_curves(t, split, ctx):
     from . import plots
 
-    return plots.bin_curves(t["bin_curves_by_seed"], split, ctx.colors, ctx.others, base=ctx.base)
+    return plots.bin_curves(t["bin_curves_by_seed"], split, ctx.colors, ctx.others, base=ctx.base,
+                            refs=reference_losses(t["vocabularies"]))
 
 
 @figure("decay_heatmap", ["decay_effects"], per_split=True,
@@ -95,11 +106,21 @@ def _decay_heatmap(t, split, ctx):
     return plots.decay_heatmap(t["decay_effects"], split, ctx.others, base=ctx.base)
 
 
-@figure("loss_vs_decay", ["runs_by_seed"], caption="Average and token-balanced loss against weight decay")
+@figure("bin_accuracy", ["bins_by_seed"], per_split=True,
+        caption="Token-balanced next-token accuracy per train-frequency bin, one line per weight decay ({split})")
+def _bin_accuracy(t, split, ctx):
+    from . import plots
+
+    return plots.bin_accuracy(t["bins_by_seed"], split, ctx.colors, ctx.others, base=ctx.base)
+
+
+@figure("loss_vs_decay", ["runs_by_seed", "vocabularies"],
+        caption="Average and token-balanced loss against weight decay; the uniform and unigram losses for reference")
 def _loss_vs_decay(t, split, ctx):
     from . import plots
 
-    return plots.loss_vs_decay(t["runs_by_seed"], ctx.splits, ctx.colors, ctx.others, base=ctx.base)
+    return plots.loss_vs_decay(t["runs_by_seed"], ctx.splits, ctx.colors, ctx.others, base=ctx.base,
+                               refs=reference_losses(t["vocabularies"]))
 
 
 @figure("learning_speed", ["bins_by_seed"],
@@ -291,21 +312,28 @@ def significance_counts(effects, others: list[str], splits: Iterable[str] = ()):
 # the README
 
 
-def vocabularies(freq_files: dict[str, str], rare_percentile: float):
-    """One row per corpus x tokenizer of the study: vocabulary ("<corpus> / <tokenizer>", the keys of
-    freq_files), frequency_file (its train frequency table) and train_entropy (nats: the unigram entropy of the
-    train counts, special ids left out, metrics.unigram_entropy). Used by the README and the frequency figure;
-    not written."""
+VOCABULARY_COLUMNS = ["vocabulary", "corpus", "tokenizer", "frequency_file", "vocab_size", "uniform_loss",
+                      "train_entropy"]
+
+
+def vocabularies(freq_files: dict[tuple[str, str], str], rare_percentile: float):
+    """One row per corpus x tokenizer (the keys of freq_files) of the study: vocabulary ("<corpus> /
+    <tokenizer>"), corpus, tokenizer, frequency_file (its train frequency table), vocab_size (its rows: the
+    tokenizer's ids), uniform_loss (ln vocab_size: the loss of the uniform predictor) and train_entropy (nats:
+    the unigram entropy of the train counts, special ids left out, metrics.unigram_entropy: the average loss
+    of the unigram predictor). Used by the README and the figures; not written."""
     import pandas as pd
 
     from .metrics import load_groups
     from .metrics import unigram_entropy
 
     rows = []
-    for label, path in freq_files.items():
+    for (corpus, tok), path in freq_files.items():
         g = load_groups(path, rare_percentile)
-        rows.append({"vocabulary": label, "frequency_file": path, "train_entropy": unigram_entropy(g.train_count, g.special)})
-    return pd.DataFrame(rows, columns=["vocabulary", "frequency_file", "train_entropy"])
+        rows.append({"vocabulary": f"{corpus} / {tok}", "corpus": corpus, "tokenizer": tok, "frequency_file": path,
+                     "vocab_size": g.vocab_size, "uniform_loss": math.log(g.vocab_size),
+                     "train_entropy": unigram_entropy(g.train_count, g.special)})
+    return pd.DataFrame(rows, columns=VOCABULARY_COLUMNS)
 
 
 def _significance_section(plan, tables, extra, runs) -> list[str]:
@@ -355,13 +383,15 @@ def write_readme(plan, tables, out_dir, figures, partial, n_present, n_missing) 
         f"powers of {plan['frequency']['bin_base']} of the train count.\n")
     for r in tables["vocabularies"].to_dict("records"):
         lines.append(f"Train unigram entropy of {r['vocabulary']}: {r['train_entropy']:.4f} "
-                     "nats (the average train loss of a model that knows only token frequencies).\n")
+                     "nats (the average train loss of a model that knows only token frequencies); uniform loss "
+                     f"ln({r['vocab_size']}) = {r['uniform_loss']:.4f} nats.\n")
     lines.append(
         "Definitions: *avg loss* = loss per occurrence; *balanced loss* = mean over the vocabulary ids seen in "
         "the split of each id's own mean loss; *acc* = share of occurrences predicted right (argmax); "
         "*balanced acc* = mean over seen ids of each id's accuracy; *gap* = balanced loss of the rare ids minus "
-        "that of the frequent ids; *rho* = Spearman correlation of log train frequency and per-id loss. "
-        "All at the final step.\n")
+        "that of the frequent ids; *rho* = Spearman correlation of log train frequency and per-id loss; "
+        "*rho change* = Spearman correlation of log train frequency and the change of per-id loss from the run "
+        "of the same seed at the smallest decay. All at the final step.\n")
     lines.append("## Per run (the numbers of the paper's Table 1)\n")
     if len(runs):
         several = runs["corpus"].nunique() > 1 or runs["tokenizer"].nunique() > 1
@@ -374,7 +404,8 @@ def write_readme(plan, tables, out_dir, figures, partial, n_present, n_missing) 
         for s in splits:
             cols += [(f"{s}_loss_avg", f"{s} avg loss"), (f"{s}_loss_balanced", f"{s} balanced loss"),
                      (f"{s}_acc_avg", f"{s} acc"), (f"{s}_acc_balanced", f"{s} balanced acc"),
-                     (f"{s}_rare_gap", f"{s} gap"), (f"{s}_spearman", f"{s} rho")]
+                     (f"{s}_rare_gap", f"{s} gap"), (f"{s}_spearman", f"{s} rho"),
+                     (f"{s}_spearman_change", f"{s} rho change")]
         if len(runs) <= MAX_README_RUNS:
             lines.append(df_table(runs, cols, extra) + "\n")
         else:

@@ -7,8 +7,8 @@ any -> `train_loop` -> `write_outputs`. `settings` is plain data, `tokenfair.pla
 - Model: `tokenfair.models.build_model` at the tokenizer's vocabulary (SDPA attention), seeded by the run
   seed. Optimizer and schedule: `tokenfair.optim` (named groups, decoupled decay, warmup then cosine);
   gradient clipping and accumulation here. Windows and their order: `tokenfair.windows`.
-- Evaluation at step 0, every `eval_every` steps and the last, on a fixed sample of the train shard and on
-  each held-out shard: per vocabulary id, summed cross-entropy (nats), count and argmax hits, accumulated on
+- Evaluation at `windows.eval_steps` (train.eval_schedule), on a fixed sample of the train shard (all of it
+  at the last step with train.eval_train_final all) and on each held-out shard: per vocabulary id, summed cross-entropy (nats), count and argmax hits, accumulated on
   the device with index_add_ in float64 (float32 on MPS) from fp32 logits (`tokenfair.losses`, which also
   computes the training objective; both in chunks of the logits).
 - Device (`tokenfair.device`): bf16 autocast on CUDA, the decoder torch.compile'd there (train.compile), the
@@ -55,7 +55,7 @@ from .runio import (CHECKPOINT_FILE, CHECKPOINT_VERSION, TensorBoard, embedding_
                     load_checkpoint, per_token_table, rng_state, run_info, save_checkpoint,
                     set_rng_state, set_special_ids, write_log_csv)
 from .tokenization import load_tokenizer, special_ids, vocab_size
-from .windows import Data, WindowSampler, get_batch, load_data
+from .windows import Data, WindowSampler, eval_steps, get_batch, load_data
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ class Job:
     optimizer: optim.AdamW
     scheduler: torch.optim.lr_scheduler.LRScheduler
     sampler: WindowSampler
+    eval_steps: frozenset             # the steps evaluated (windows.eval_steps)
     ckpt_dir: str
     fingerprint: str
     train_counts: np.ndarray | None   # of the train frequency table, when given
@@ -221,6 +222,7 @@ def setup(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokeni
         grad_params=optim.grad_norm_order(model, groups),
         optimizer=optimizer, scheduler=optim.lr_scheduler(optimizer, train),
         sampler=WindowSampler(len(data.train), train["seq_len"], train["seed"]),
+        eval_steps=frozenset(eval_steps(train["steps"], train["eval_every"], train["eval_schedule"])),
         ckpt_dir=os.path.join(out_dir, paths.RUN_CHECKPOINT), fingerprint=fingerprint(settings, inputs, n_ids, n_emb),
         train_counts=train_counts,
     )
@@ -359,9 +361,8 @@ def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenize
 
 
 def train_loop(job: Job, state: RunState, stop: dict) -> None:
-    """Train from state.step to train.steps: evaluate at step 0 (unless resumed past it), every eval_every
-    steps and the last; a log row every log_every steps; a checkpoint every checkpoint_every steps and on
-    SIGTERM (then Preempted)."""
+    """Train from state.step to train.steps: evaluate at job.eval_steps (step 0 unless resumed past it); a
+    log row every log_every steps; a checkpoint every checkpoint_every steps and on SIGTERM (then Preempted)."""
     train, steps = job.train, job.train["steps"]
     if not any(r[0] == 0 for r in state.rows):  # a resumed run has its step-0 evaluation already
         state.totals["eval_s"] += evaluate_splits(job, state, 0)
@@ -390,7 +391,7 @@ def train_loop(job: Job, state: RunState, stop: dict) -> None:
             last_progress = log_progress(job, state, *pace)
 
         step = state.step
-        is_eval = step % train["eval_every"] == 0 or step == steps
+        is_eval = step in job.eval_steps
         is_log = step % train["log_every"] == 0 or step == steps
         is_ckpt = step % train["checkpoint_every"] == 0 and step < steps
         if not (is_eval or is_log or is_ckpt):
@@ -444,8 +445,9 @@ def loss_kwargs(train: dict) -> dict:
 def evaluate_splits(job: Job, state: RunState, at_step: int) -> float:
     """Queue the per-id sums of every evaluation split (read at the next flush); returns the seconds taken."""
     t0 = time.perf_counter()
+    starts = job.data.final if at_step == job.train["steps"] else job.data.starts
     for split in job.data.splits:
-        sums = evaluate(job.model, job.data.shards[split], job.data.starts[split], job.train["seq_len"],
+        sums = evaluate(job.model, job.data.shards[split], starts[split], job.train["seq_len"],
                         job.train["eval_batch_size"], device=job.device, autocast=job.autocast,
                         acc_dtype=job.acc_dtype, n_rows=job.n_emb)
         state.pending_eval.append((at_step, split, sums))

@@ -1,6 +1,6 @@
 """The token windows of a run: training windows in a seeded random order per epoch (`WindowSampler`), the
-fixed evaluation windows of each split (`eval_starts`), batches on the device (`get_batch`), and a run's
-shards (`load_data`)."""
+fixed evaluation windows of each split (`eval_starts`) and the steps they are evaluated at (`eval_steps`),
+batches on the device (`get_batch`), and a run's shards (`load_data`)."""
 
 from __future__ import annotations
 
@@ -50,13 +50,27 @@ class WindowSampler:
         self.epoch, self.pos = state["epoch"], state["pos"]
 
 
-def eval_starts(n_tokens: int, seq_len: int, budget_tokens: int) -> np.ndarray:
+def eval_starts(n_tokens: int, seq_len: int, budget_tokens: int | None) -> np.ndarray:
     """Start offsets of the evaluation windows of a shard: ceil(budget / seq_len) windows of the packed grid
-    (stride seq_len), evenly spaced over the shard; all of them when the shard is smaller. Depends only on
-    the shard's length and seq_len, so every run of a corpus x tokenizer evaluates the same tokens."""
+    (stride seq_len), evenly spaced over the shard; all of them when the shard is smaller or the budget is
+    None. Depends only on the shard's length and seq_len, so every run of a corpus x tokenizer evaluates the
+    same tokens. The windows [start, start + seq_len + 1) of the whole grid overlap by one token: their
+    targets are every token of the shard but the first and the tail of fewer than seq_len tokens."""
     total = (n_tokens - 1) // seq_len
-    k = min(total, -(-budget_tokens // seq_len))
+    k = total if budget_tokens is None else min(total, -(-budget_tokens // seq_len))
     return (np.arange(k, dtype=np.int64) * total // k) * seq_len
+
+
+def eval_steps(steps: int, eval_every: int, schedule: str = "linear") -> list[int]:
+    """The ascending steps evaluated, 0 and `steps` always among them. linear: the multiples of eval_every.
+    log: round(steps^(k/n)) for k = 0..n with n = ceil(steps / eval_every), deduplicated (as many evaluations
+    as linear at most, geometrically spaced: dense early, where the loss falls fastest)."""
+    if schedule == "linear":
+        return sorted({*range(0, steps, eval_every), steps})
+    if schedule == "log":
+        n = -(-steps // eval_every)
+        return sorted({0, steps, *(round(steps ** (k / n)) for k in range(n + 1))})
+    raise ValueError(f"eval_schedule {schedule!r}: expected linear or log")
 
 
 def get_batch(shard: np.ndarray, starts: np.ndarray, seq_len: int, device: torch.device):
@@ -88,6 +102,7 @@ class Data:
     splits: list[str]                 # evaluation splits: train, validation, test, then ood-<corpus> sorted
     shards: dict[str, np.ndarray]     # split -> shard
     starts: dict[str, np.ndarray]     # split -> evaluation window starts
+    final: dict[str, np.ndarray]      # split -> evaluation window starts at the last step (train.eval_train_final)
 
 
 def load_data(train_tokens: str, eval_tokens: dict[str, str], train: dict, n_emb: int) -> Data:
@@ -102,5 +117,9 @@ def load_data(train_tokens: str, eval_tokens: dict[str, str], train: dict, n_emb
         s for s in eval_tokens if s not in paths.SPLITS)
     shards = {"train": train_shard, **{s: read_shard(eval_tokens[s], seq_len, n_emb) for s in splits[1:]}}
     budgets = {s: train["eval_train_tokens"] if s == "train" else train["eval_val_tokens"] for s in splits}
+    budgets.update({s: train["eval_ood_tokens"] for s in splits if s.startswith(paths.OOD_PREFIX)})
     starts = {s: eval_starts(len(shards[s]), seq_len, budgets[s]) for s in splits}
-    return Data(train_shard, splits, shards, starts)
+    final = dict(starts)
+    if train["eval_train_final"] == "all":
+        final["train"] = eval_starts(len(train_shard), seq_len, None)
+    return Data(train_shard, splits, shards, starts, final)
