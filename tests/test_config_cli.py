@@ -78,9 +78,8 @@ def test_names_that_cannot_be_folders(change, key, name):
     cfg = {**minimal_config(EMBEDDED), **change}
     with pytest.raises(ConfigError) as exc:
         config.resolve(cfg)
-    what = "value" if key == "models.1" else "name"
     assert str(exc.value) == (
-        f"config key {key}: {what} {name!r} is not allowed: names become folder names, so they must match "
+        f"config key {key}: name {name!r} is not allowed: names become folder names, so they must match "
         f"{config.NAME_PATTERN} (a letter or digit, then letters, digits, '_', '.' or '-')"
     )
 

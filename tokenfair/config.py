@@ -63,8 +63,7 @@ def _message(err) -> str:
         if typed:
             return _message(sorted(typed, key=lambda e: (-len(e.absolute_path), list(e.schema_path)))[0])
     if err.validator == "pattern" and err.schema.get("pattern") == NAME_PATTERN:
-        what = "name" if "propertyNames" in err.schema_path else "value"
-        return (f"config key {_key(err.absolute_path)}: {what} {err.instance!r} is not allowed: names become "
+        return (f"config key {_key(err.absolute_path)}: name {err.instance!r} is not allowed: names become "
                 f"folder names, so they must match {NAME_PATTERN} (a letter or digit, then letters, digits, "
                 f"'_', '.' or '-')")
     if err.validator == "additionalProperties":
@@ -109,12 +108,12 @@ def _from_string(value: str, sch: dict):
         return int(text)
     if "number" in types:
         try:
-            return float(text) if not re.fullmatch(r"[+-]?\d+", text) else int(text)
+            return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
         except ValueError:
             pass
     if "boolean" in types and text.lower() in ("true", "false"):
         return text.lower() == "true"
-    if "null" in types and text in ("null", "~", "None"):
+    if "null" in types and text in ("null", "~"):
         return None
     return value
 
@@ -430,7 +429,8 @@ def check_embeddings(cfg: dict, points) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m tokenfair.config check FILE...`: each config file's YAML (file:line:column of a syntax
-    error), schema and planning-time checks, as `snakemake --configfile FILE` would run them."""
+    error), then `resolve` (the schema, the names, the files it names); the grid's own checks
+    (tokenfair.plan) run with `snakemake -n --configfile FILE`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tokenfair.config", description=main.__doc__)
