@@ -9,8 +9,11 @@ min_version("9.0")
 
 
 # The embedded default, unless --configfile names another study (which then replaces it instead of being
-# merged into it: two studies' corpora must never mix).
+# merged into it: two studies' corpora must never mix). Read with yaml first, so that a syntax error names
+# its file, line and column (Snakemake parses a --configfile itself, before this file; `python -m
+# tokenfair.config check FILE` names the line of an error there).
 if not workflow.overwrite_configfiles:
+    tfconfig.read_yaml("config.yaml")
 
     configfile: "config.yaml"
 
@@ -23,6 +26,7 @@ if not workflow.overwrite_configfiles:
 CFG = tfconfig.resolve(config)
 config.update(CFG)
 PLAN = tfplan.build(CFG)
+tfconfig.check_embeddings(CFG, PLAN.points)
 
 
 report: "report/workflow.rst"

@@ -102,7 +102,9 @@ def _captioned(f, caption, category, subcategory, labels):
 
 def agg_reported(outputs, category):
     """report() on every table (CSV) and figure (first format) and the README, with a caption each (a figure's
-    from the figure registry, tokenfair.report.FIGURES)."""
+    from the figure registry, tokenfair.report.FIGURES). Snakemake's report shows only images, HTML and PDF
+    inline, a CSV as a download link: the caption of a summary table (report/<table>.rst) shows the table itself
+    with a csv-table directive (the per-run bin and curve tables stay downloads: too long for a page)."""
     figure_ext = PLAN["aggregate"]["figure_formats"][0]
     out = []
     for f in outputs["tables"]:

@@ -66,7 +66,7 @@ rule tokenize:
         "../envs/data.yaml"
     threads: 4
     resources:
-        **tfres.cpu_resources(SITE, "tokenize"),
+        **tfres.tokenize_resources(SITE),
     params:
         eod=lambda w: PLAN["corpora"][w.corpus]["eod"],
         tokenizer=lambda w: PLAN["tokenizers"][w.tok],

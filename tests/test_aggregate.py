@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import zlib
 
 import numpy as np
@@ -454,3 +455,7 @@ def test_workflow_rules_and_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
     assert "decay_effects" in html and "bin_loss_train" in html and "missing" in html
+    # the summary tables are shown inline, as HTML tables in their descriptions (a CSV is only a download link
+    # in Snakemake 9's report): the header of runs.csv and the cells of its rows
+    assert re.search(r'<th class=\\?"head\\?">loss_ref</th>', html) and html.count("<td>tiny-xs</td>") >= 4
+    assert ".. csv-table::" not in html and "System Message" not in html

@@ -238,3 +238,56 @@ def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
     with atomic_dir(out) as tmp:
         (Path(tmp) / "new.bin").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and os.listdir(out) == ["new.bin"]
+
+
+def test_parquet_text_column_must_hold_text(tmp_path, paragraphs):
+    ints = tmp_path / "ints.parquet"
+    ints.write_bytes(parquet_bytes({"text": list(range(3)), "body": paragraphs[:3]}))
+    with pytest.raises(ConfigError, match=r"^config key corpora.c.text_column: column 'text' of .*ints.parquet holds "
+                                          r"int64, not text \(allowed: string, large_string\)$"):
+        resolve_corpus({"source": "parquet", "path": str(ints)})
+    resolve_corpus({"source": "parquet", "path": str(ints), "text_column": "body"})
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    large = tmp_path / "large.parquet"
+    pq.write_table(pa.table({"text": pa.array(paragraphs[:3], pa.large_string())}), large)
+    resolve_corpus({"source": "parquet", "path": str(large)})
+
+
+def check_embeddings(spec: dict, tokenizers: dict, **extra) -> None:
+    cfg = resolve_corpus(spec, tokenizers, **extra)
+    config.check_embeddings(cfg, plan.build(cfg).points)
+
+
+def test_given_tokenizer_larger_than_the_model_embedding(tmp_path):
+    """models.<m>.vocab_size fixes the embedding rows; a given tokenizer with more ids fails at planning, not
+    when its train job starts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<|endoftext|>": 0, **{f"t{i}": i + 1 for i in range(399)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    given = {"given": {"type": "file", "path": str(tmp_path / "tokenizer.json")}}
+    small = {"small": {"preset": "tiny-s", "vocab_size": 300}}
+    with pytest.raises(ConfigError, match=r"^config key models.small.vocab_size: 300 embedding rows, but "
+                                          r"tokenizers.given \(.*tokenizer.json\) has 400 ids \(study main\); raise "
+                                          r"vocab_size to at least 400 or leave it unset"):
+        check_embeddings({"source": "embedded"}, given, models=small)
+    check_embeddings({"source": "embedded"}, given, models={"small": {"preset": "tiny-s", "vocab_size": 400}})
+    check_embeddings({"source": "embedded"}, given, models={"tiny-s": "tiny-s"})  # unset: the tokenizer's size
+    # only the pairs a study trains: the small model with a bpe of 300, the given tokenizer with tiny-s
+    both = {**given, "bpe": {"type": "bpe", "vocab_size": 300}}
+    check_embeddings({"source": "embedded"}, both, models={**small, "tiny-s": "tiny-s"},
+                     studies={"main": {"models": ["tiny-s"]}, "vocab": {"models": ["small"], "tokenizers": ["bpe"]}})
+    with pytest.raises(ConfigError, match=r"config key models.small.vocab_size: .*\(study vocab\)"):
+        check_embeddings({"source": "embedded"}, both, models={**small, "tiny-s": "tiny-s"},
+                         studies={"main": {"models": ["tiny-s"]}, "vocab": {"models": ["small"]}})
+    # in a real `snakemake -n`, before any job
+    work = tmp_path / "work"
+    write_config(work, minimal_config({"c": {"source": "embedded"}}, given, models=small))
+    res = run_snakemake(work, "-n")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "config key models.small.vocab_size: 300 embedding rows" in out, out
+    assert "Traceback (most recent call last)" not in out and not (work / "results").exists()

@@ -12,6 +12,8 @@ import copy
 import functools
 import glob
 import os
+import re
+import sys
 from importlib import resources
 
 import yaml
@@ -20,6 +22,8 @@ from .errors import ConfigError
 from .paths import AXIS_ORDER, SPECIAL_TOKENS
 
 N_BYTES = 256
+# Corpus, tokenizer, model and study names become folder names (`model~<name>`) and Snakemake wildcards.
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,28 +52,120 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+def _message(err) -> str:
+    """One line for a schema error, naming the key: the offending key of an unknown-key error, the offending
+    name of a name pattern (names become folder names and wildcards), the matching branch of a oneOf."""
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        # the branch of the instance's own type (e.g. the mapping form of `models`), when one has it
+        typed = [e for e in err.context if e.validator != "type" and not any(
+            o.validator == "type" and o.schema_path[0] == e.schema_path[0] and not o.relative_path
+            for o in err.context)]
+        if typed:
+            return _message(sorted(typed, key=lambda e: (-len(e.absolute_path), list(e.schema_path)))[0])
+    if err.validator == "pattern" and err.schema.get("pattern") == NAME_PATTERN:
+        return (f"config key {_key(err.absolute_path)}: name {err.instance!r} is not allowed: names become "
+                f"folder names, so they must match {NAME_PATTERN} (a letter or digit, then letters, digits, "
+                f"'_', '.' or '-')")
+    if err.validator == "additionalProperties":
+        # the error sits on the parent; name the offending key itself
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        where = _key(list(err.absolute_path) + extra[:1])
+        return f"config key {where}: unknown key (allowed: {', '.join(sorted(err.schema.get('properties', {})))})"
+    return f"config key {_key(err.absolute_path)}: {err.message}"
+
+
 def validate(config: dict) -> dict:
     """Schema validation with defaults filled in; returns a new dict. Raises ConfigError naming the key."""
-    cfg = copy.deepcopy(dict(config))
+    cfg = coerce(copy.deepcopy(dict(config)))
     errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
-        err = errors[0]
-        # additionalProperties errors sit on the parent; name the offending key itself.
-        if err.validator == "additionalProperties":
-            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-            where = _key(list(err.absolute_path) + extra[:1])
-            raise ConfigError(f"config key {where}: unknown key (allowed: {', '.join(sorted(err.schema.get('properties', {})))})")
-        raise ConfigError(f"config key {_key(err.absolute_path)}: {err.message}")
+        raise ConfigError(_message(errors[0]))
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# values from the command line
+
+
+def _deref(sch: dict) -> dict:
+    ref = sch.get("$ref") if isinstance(sch, dict) else None
+    if ref:
+        node = schema()
+        for part in ref.lstrip("#/").split("/"):
+            node = node[part]
+        return node
+    return sch if isinstance(sch, dict) else {}
+
+
+def _from_string(value: str, sch: dict):
+    """A string where the schema wants a number, a boolean or null, as that value (unchanged otherwise)."""
+    types = sch.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if not types or "string" in types:
+        return value
+    text = value.strip()
+    if "integer" in types and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if "number" in types:
+        try:
+            return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+        except ValueError:
+            pass
+    if "boolean" in types and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if "null" in types and text in ("null", "~"):
+        return None
+    return value
+
+
+def coerce(value, sch: dict | None = None):
+    """Snakemake passes the items of a `--config` list or mapping as strings (`--config 'seeds=[0,1]'` gives
+    ['0', '1']): each string where the schema wants a number, a boolean or null becomes that value. Axis
+    values (`axes:`, a study's `axes:`) follow their train setting's schema."""
+    sch = _deref(schema() if sch is None else sch)
+    if isinstance(value, str):
+        return _from_string(value, sch)
+    if isinstance(value, list):
+        return [coerce(v, sch.get("items", {})) for v in value]
+    if isinstance(value, dict):
+        if sch.get("x-axes"):
+            train = schema()["definitions"]["train"]["properties"]
+            return {k: coerce(v, {"items": train.get(k, {})}) for k, v in value.items()}
+        props, extra = sch.get("properties", {}), sch.get("additionalProperties")
+        return {k: coerce(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# config files
+
+
+def read_yaml(path: str) -> dict:
+    """A YAML config file as a mapping; ConfigError naming the file, line and column of a syntax error."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+        problem = ": ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+        start = getattr(exc, "context_mark", None)
+        if start is not None and mark is not None and start.line != mark.line:
+            problem += f" (opened on line {start.line + 1})"
+        raise ConfigError(f"{where}: not valid YAML: {problem or exc}") from None
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys (results_dir:, corpora:, ...), "
+                          f"not a {type(cfg).__name__}")
     return cfg
 
 
 def load(path: str, overrides: dict | None = None) -> dict:
     """Read a YAML config file, apply --config style overrides, and resolve it."""
-    try:
-        with open(path) as fh:
-            cfg = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+    cfg = read_yaml(path)
     cfg.update(overrides or {})
     return resolve(cfg)
 
@@ -77,6 +173,8 @@ def load(path: str, overrides: dict | None = None) -> dict:
 def resolve(config: dict, check_files: bool = True) -> dict:
     """Validate, fill defaults, normalise and check a config. Returns the resolved config."""
     cfg = validate(config)
+    if check_files:
+        _check_results_dir(cfg["results_dir"])
     cfg["models"] = _normalise_models(cfg["models"])
     cfg["weight_decays"] = [float(w) for w in cfg["weight_decays"]]
     _check_tokenizers(cfg, check_files)
@@ -295,3 +393,60 @@ def _check_studies(cfg: dict) -> None:
                     raise ConfigError(f"config key {key}.{field}: {v!r} is not defined in {field} "
                                       f"(defined: {', '.join(have)})")
         _check_axes(study.get("axes") or {}, f"{key}.axes")
+
+
+def _check_results_dir(results_dir: str) -> None:
+    """results_dir is a folder, or can become one: neither it nor a folder above it is a file."""
+    path = os.path.normpath(results_dir)
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    if path and not os.path.isdir(path):
+        what = "is a file" if path == os.path.normpath(results_dir) else f"is inside {path}, a file"
+        raise ConfigError(f"config key results_dir: {results_dir} {what}; it must name a folder (new or existing)")
+
+
+def check_embeddings(cfg: dict, points) -> None:
+    """A given tokenizer (type: file) has no id beyond the embedding of a model it is trained with
+    (models.<m>.vocab_size, when set; unset, the embedding is the tokenizer's size). `points`: the grid points
+    (tokenfair.plan.Plan.points: model, tok, studies); called once the plan is built."""
+    from .presets import resolve_model_spec
+    from .resources import vocab_size
+
+    for p in points:
+        m, tid = p["model"], p["tok"]
+        rows = resolve_model_spec(model_spec(cfg, m), key=f"models.{m}").get("vocab_size")
+        spec = cfg["tokenizers"][tid]
+        if rows is None or spec["type"] != "file":
+            continue
+        n_ids = vocab_size(cfg, tid)
+        if n_ids > rows:
+            raise ConfigError(
+                f"config key models.{m}.vocab_size: {rows} embedding rows, but tokenizers.{tid} "
+                f"({spec['path']}) has {n_ids} ids (study {', '.join(p['studies'])}); raise vocab_size to at "
+                f"least {n_ids} or leave it unset (the tokenizer's size)"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tokenfair.config check FILE...`: each config file's YAML (file:line:column of a syntax
+    error), then `resolve` (the schema, the names, the files it names); the grid's own checks
+    (tokenfair.plan) run with `snakemake -n --configfile FILE`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tokenfair.config", description=main.__doc__)
+    parser.add_argument("command", choices=["check"])
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    args = parser.parse_args(argv)
+    status = 0
+    for path in args.files:
+        try:
+            resolve(read_yaml(path))
+            print(f"{path}: ok")
+        except ConfigError as exc:
+            print(f"{path}: {exc}" if not str(exc).startswith(path) else str(exc), file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

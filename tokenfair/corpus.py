@@ -278,7 +278,7 @@ def input_files(spec: dict) -> list[str]:
 
 
 def check_parquet(path: str, text_column: str | None = None) -> None:
-    """A cheap Parquet check: magic bytes, footer schema, and the text column's presence."""
+    """A cheap Parquet check: magic bytes, footer schema, and the text column's presence and type (text)."""
     with open(path, "rb") as fh:
         head = fh.read(4)
         fh.seek(0, os.SEEK_END)
@@ -290,13 +290,19 @@ def check_parquet(path: str, text_column: str | None = None) -> None:
     if text_column is not None:
         import pyarrow.parquet as pq
 
+        import pyarrow.types as pat
+
         try:
-            names = pq.read_schema(path).names
+            arrow_schema = pq.read_schema(path)
         except Exception as exc:
             raise FileCheckError(f"{path} is not a readable Parquet file ({exc})", "path") from None
-        if text_column not in names:
-            raise FileCheckError(f"column {text_column!r} not in {path} (columns: {', '.join(names)})",
+        if text_column not in arrow_schema.names:
+            raise FileCheckError(f"column {text_column!r} not in {path} (columns: {', '.join(arrow_schema.names)})",
                                  "text_column")
+        kind = arrow_schema.field(text_column).type
+        if not (pat.is_string(kind) or pat.is_large_string(kind)):
+            raise FileCheckError(f"column {text_column!r} of {path} holds {kind}, not text (allowed: string, "
+                                 f"large_string)", "text_column")
 
 
 def check_jsonl(path: str, text_column: str) -> None:

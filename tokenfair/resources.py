@@ -5,8 +5,9 @@ Site values (partitions, account, GPU model) are never in the project: they come
 (`ENV`, which wins) or from the config's `resources:` section. Without any, jobs go to the cluster's default
 partition and the GPU-memory check is skipped.
 
-- CPU rules (`cpu_resources`, `prepare_resources`, `aggregate_resources`, `publish_resources`): mem_mb and
-  runtime from the job's input size (or the grid's), growing with `attempt`, in the CPU partition and account
+- CPU rules (`cpu_resources`, `prepare_resources`, `tokenize_resources`, `aggregate_resources`,
+  `publish_resources`): mem_mb and runtime from the job's input size (or the grid's; tokenize: the text it
+  encodes), growing with `attempt`, in the CPU partition and account
   when configured (`placement(site, gpu=False)`); never a GPU.
 - train (`train_resources`): one GPU (unless `train.device: cpu`), `cpus_per_task` = `train.threads`,
   host memory and runtime from the model preset and the step count (`estimate_train`), growing with
@@ -266,11 +267,12 @@ def train_resources(cfg: dict, s: Site, estimate_of) -> dict:
     return out
 
 
-# CPU rules whose cost follows the size of their input (MB): host memory (MB) = mem_base + mem_per_mb x input,
-# runtime (minutes) = minutes + input / mb_per_minute (no such term when None); both x attempt.
+# CPU rules whose cost follows the size of their input (MB): host memory (MB) = mem_base + mem_per_mb x input
+# (None: the rule's own formula), runtime (minutes) = minutes + input / mb_per_minute (no such term when None);
+# both x attempt.
 CPU_RULES = {  # rule: (mem_base, mem_per_mb, minutes, mb_per_minute)
     "tokenizer": (2000, 12, 10, 30),
-    "tokenize": (1500, 6, 10, 50),  # and tokenize_ood
+    "tokenize": (None, None, 10, 50),  # and tokenize_ood; memory from the text it encodes: tokenize_resources
     "count": (1500, 1, 10, 1000),
     "zipf": (1000, 2, 10, None),
 }
@@ -279,12 +281,38 @@ CPU_RULES = {  # rule: (mem_base, mem_per_mb, minutes, mb_per_minute)
 def cpu_resources(s: Site, rule: str) -> dict:
     """Resources of a CPU rule of CPU_RULES (`resources: **cpu_resources(SITE, rule)`)."""
     mem_base, mem_per_mb, minutes, mb_per_minute = CPU_RULES[rule]
-    return {
-        "mem_mb": lambda wildcards, input, attempt: int((mem_base + mem_per_mb * input.size_mb) * attempt),
+    out = {
         "runtime": lambda wildcards, input, attempt: int(
             (minutes + (input.size_mb / mb_per_minute if mb_per_minute else 0)) * attempt),
         **placement(s, gpu=False),
     }
+    if mem_base is not None:
+        out["mem_mb"] = lambda wildcards, input, attempt: int((mem_base + mem_per_mb * input.size_mb) * attempt)
+    return out
+
+
+def documents_text_bytes(documents_path: str, split: str | None = None) -> tuple[int, int]:
+    """(text bytes, largest document's bytes) of one split of documents.parquet (None: every document), from
+    its text column alone. FileNotFoundError naming it while it does not exist (Snakemake's dry run then shows
+    the job's memory as to be determined)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    with open(documents_path, "rb") as fh:
+        table = pq.read_table(fh, columns=["split", "text"], filters=None if split is None else [("split", "=", split)])
+    lengths = pc.binary_length(table["text"])
+    return int(pc.sum(lengths).as_py() or 0), int(pc.max(lengths).as_py() or 0)
+
+
+def tokenize_resources(s: Site) -> dict:
+    """Resources of tokenize and tokenize_ood: memory from the text of the split it encodes and its largest
+    document (tokenfair.tokenization.encode_memory_mb, measured), x attempt; runtime as CPU_RULES says."""
+    from .tokenization import encode_memory_mb
+
+    def mem_mb(wildcards, input, attempt):
+        return grow(encode_memory_mb(*documents_text_bytes(input.documents, wildcards.get("split"))), attempt)
+
+    return {**cpu_resources(s, "tokenize"), "mem_mb": mem_mb}
 
 
 def prepare_resources(s: Site, corpora: dict) -> dict:
