@@ -199,7 +199,9 @@ class Plan(Mapping):
         return from_dict, (self.to_dict(),)
 
     def to_dict(self) -> dict:
-        return {"config": self.config, "points": self.points, "selected": [list(key(p)) for p in self.selected]}
+        """Plain data (a job's params). The config's top-level keys are sorted: Snakemake puts `--config` keys
+        first, and a job's params must not change (and rerun it) with the order the keys were given in."""
+        return {"config": {k: self.config[k] for k in sorted(self.config)}, "points": self.points, "selected": [list(key(p)) for p in self.selected]}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Plan:
