@@ -1,7 +1,9 @@
 # Cluster resources, the plan's cost, the SLURM check (tokenfair.resources, docs/slurm.md). Every formula is
 # in tokenfair.resources; this file wires it to the rules and to `snakemake -n`.
 import atexit
+import math
 import shutil
+import subprocess
 import sys
 from collections import Counter
 
@@ -27,12 +29,19 @@ def train_estimate(wildcards):
     return run_estimate(train_point(wildcards))
 
 
-# The train rule's resources: `resources: **TRAIN_RESOURCES` (one GPU, runtime/memory from the preset and
-# steps, growing per attempt, SIGTERM before the time limit).
-TRAIN_RESOURCES = tfres.train_resources(PLAN, SITE, train_estimate)
+def train_share(wildcards):
+    """The train job's share of a GPU (several runs per GPU on a site with GPU shards, docs/slurm.md)."""
+    return tfres.gpu_share(train_estimate(wildcards), SITE, PLAN["resources"]["runs_per_gpu"])
 
-# Planning-time error when a selected run needs more GPU memory than the configured GPU model has.
+
+# The train rule's resources: `resources: **TRAIN_RESOURCES` (a GPU or a share of one, runtime/memory
+# from the preset and steps, growing per attempt, SIGTERM before the time limit).
+TRAIN_RESOURCES = tfres.train_resources(PLAN, SITE, train_estimate, train_share)
+
+# Planning-time errors: a selected run needs more GPU memory than the configured GPU model has; several runs
+# per GPU asked for on a site without GPU shards.
 tfres.check_gpu_memory(SITE, ((p["model"], run_estimate(p)) for p in PLAN.selected))
+tfres.check_gpu_sharing(SITE, PLAN["resources"]["runs_per_gpu"])
 
 
 onstart:
@@ -45,6 +54,14 @@ onstart:
                 "machine. Run on the cluster's login node (or load its slurm module), or run locally without "
                 "--profile slurm; `snakemake --profile slurm -n` plans without SLURM."
             )
+        if (
+            SITE.gpu_shards
+            and "shard" not in subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout
+        ):
+            raise WorkflowError(
+                f"resources.gpu_shards is {SITE.describe('gpu_shards')}, but no node of this cluster has GPU "
+                "shards (sinfo lists no gres/shard): unset it, or ask your admins for gres/shard (docs/slurm.md)"
+            )
 
 
 def _plan_summary():
@@ -55,10 +72,11 @@ def _plan_summary():
     jobs = [j for j in dag.jobs if dag.needrun(j) and not j.is_norun]
     if not jobs:
         return  # snakemake said "Nothing to be done"
-    gpus = sum(int(j.resources.get("gpu", 0)) for j in jobs)
-    runs = [train_estimate(j.wildcards) for j in jobs if j.rule.name == "train"]
-    gpu_hours = sum(e.hours for e in runs if e.gpu)
-    cpu_hours = sum(e.hours for e in runs if not e.gpu)
+    runs = [j.wildcards for j in jobs if j.rule.name == "train"]
+    gpu_runs = [(train_estimate(w), train_share(w).fraction) for w in runs if train_estimate(w).gpu]
+    gpus = math.ceil(round(sum(f for _, f in gpu_runs), 6))  # whole GPUs, a share of one counted as its fraction
+    gpu_hours = sum(e.hours * f for e, f in gpu_runs)
+    cpu_hours = sum(e.hours for e in map(train_estimate, runs) if not e.gpu)
     counts = Counter(j.rule.name for j in jobs)
     print(tfres.summary_line(counts, gpus, gpu_hours, cpu_hours, SITE), file=sys.stderr)
 

@@ -14,7 +14,7 @@
 # The node offers $TOKENFAIR_SLURM_CPUS (8) CPUs and at least 16 GB, oversubscribing a smaller machine, and has
 # $TOKENFAIR_SLURM_GPUS (2) fake GPUs of type $TOKENFAIR_SLURM_GPU_TYPE (a100): gres entries
 # whose File= are symlinks to /dev/null, so `--gpus=1` jobs schedule and get CUDA_VISIBLE_DEVICES, without a
-# GPU. Partitions: `cpu` (default) and `gpu`, both on this node. AuthInfo cred_expire is short
+# GPU; each is split into $TOKENFAIR_SLURM_SHARDS (4) gres/shard entries (jobs sharing a GPU). Partitions: `cpu` (default) and `gpu`, both on this node. AuthInfo cred_expire is short
 # ($TOKENFAIR_SLURM_CRED_EXPIRE, 10 s) so a requeued job starts again after seconds, not two minutes.
 # Starting an already running cluster does nothing; a second cluster on other ports is not supported.
 set -euo pipefail
@@ -23,6 +23,7 @@ cmd=${1:-}
 STATE=${2:-${TOKENFAIR_SLURM_DIR:-${TMPDIR:-/tmp}/tokenfair-slurm}}
 GPUS=${TOKENFAIR_SLURM_GPUS:-2}
 GPU_TYPE=${TOKENFAIR_SLURM_GPU_TYPE:-a100}
+SHARDS=${TOKENFAIR_SLURM_SHARDS:-4}  # gres/shard per GPU: jobs sharing one GPU (resources.gpu_shards)
 CRED_EXPIRE=${TOKENFAIR_SLURM_CRED_EXPIRE:-10}
 CPUS=${TOKENFAIR_SLURM_CPUS:-8}
 ETC=/etc/slurm
@@ -136,8 +137,8 @@ MpiDefault=none
 MinJobAge=300
 KillWait=30
 JobRequeue=1
-GresTypes=gpu
-NodeName=${host} NodeAddr=127.0.0.1 CPUs=${CPUS} RealMemory=${mem} Gres=gpu:${GPU_TYPE}:${GPUS} State=UNKNOWN
+GresTypes=gpu,shard
+NodeName=${host} NodeAddr=127.0.0.1 CPUs=${CPUS} RealMemory=${mem} Gres=gpu:${GPU_TYPE}:${GPUS},shard:$((GPUS * SHARDS)) State=UNKNOWN
 PartitionName=cpu Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=${host} Default=NO MaxTime=INFINITE State=UP
 CONF
@@ -145,6 +146,7 @@ CONF
 $MARK
 AutoDetect=off
 NodeName=${host} Name=gpu Type=${GPU_TYPE} File=$STATE/dev/fakegpu[0-$((GPUS - 1))]
+$(for ((i = 0; i < GPUS; i++)); do echo "NodeName=${host} Name=shard Count=${SHARDS} File=$STATE/dev/fakegpu$i"; done)
 CONF
 }
 

@@ -24,6 +24,10 @@ def estimate(cfg: dict, s: tfres.Site, point: int = 0) -> tfres.TrainEstimate:
     return tfres.estimate_train(plan.settings(p), tfres.vocab_size(cfg, p["tok"]), s)
 
 
+def WHOLE(wildcards) -> tfres.GpuShare:
+    return tfres.GpuShare()
+
+
 class Wildcards:
     corpus, tok, run = "sotu", "bpe", "model~tiny-s/weight_decay~0.0/seed~0"
 
@@ -117,7 +121,7 @@ def test_runtime_and_memory_grow_with_attempt():
 def test_train_resources_ask_for_one_gpu_and_sigterm_before_the_limit():
     cfg = cfg_with()
     s = tfres.Site(gpu_partition="gpu", cpu_partition="cpu", gpu_model="a100", slurm_account="proj")
-    res = tfres.train_resources(cfg, s, lambda w: estimate(cfg, s))
+    res = tfres.train_resources(cfg, s, lambda w: estimate(cfg, s), WHOLE)
     assert res["gpu"] == 1 and res["gpu_model"] == "a100" and res["slurm_partition"] == "gpu"
     assert res["slurm_account"] == "proj" and res["cpus_per_task"] == 1
     assert res["runtime"](Wildcards, 2) == 2 * res["runtime"](Wildcards, 1)
@@ -126,10 +130,62 @@ def test_train_resources_ask_for_one_gpu_and_sigterm_before_the_limit():
     assert "--signal=TERM@121" in extra.split() and "B:" not in extra
 
 
+def test_runs_per_gpu_from_the_memory_estimate_and_the_cap():
+    cfg = cfg_with(models={"e": "openelm-270m"}, tokenizers={"bpe": {"type": "bpe", "vocab_size": 32000}},
+                   train={"batch_size": 32, "seq_len": 128})
+    h100, h200 = tfres.Site(gpu_model="h100"), tfres.Site(gpu_model="h200")
+    est = estimate(cfg, h100)
+    fit = int(tfres.PACK_MEMORY_SHARE * 80 // est.gpu_memory_gb)
+    assert 2 <= fit and tfres.runs_per_gpu(est, h100, "auto") == min(fit, tfres.AUTO_RUNS_PER_GPU)
+    assert tfres.runs_per_gpu(est, h100, 3) == 3 and tfres.runs_per_gpu(est, h100, 1000) == fit
+    assert tfres.runs_per_gpu(est, h200, "auto") == tfres.AUTO_RUNS_PER_GPU
+    assert tfres.runs_per_gpu(est, tfres.Site(), "auto") == 1  # GPU memory unknown
+    assert tfres.runs_per_gpu(est, tfres.Site(), 4) == 4  # ... the cap is taken as said
+    big = estimate(cfg_with(models={"q": "qwen2-1.5b"}, train={"batch_size": 32, "seq_len": 2048}), h100)
+    assert tfres.runs_per_gpu(big, h100, 8) == 1
+    cpu = estimate(cfg_with(train={"device": "cpu"}), h100)
+    assert tfres.runs_per_gpu(cpu, h100, 8) == 1
+
+
+@pytest.mark.parametrize("shards,cap,expected", [(8, 3, (3, 8)), (8, 4, (2, 8)), (8, 8, (1, 8)), (4, 3, (2, 4)),
+                                                 (8, 1, (0, 0)), (None, 4, (0, 0))])
+def test_gpu_share_fits_the_runs_one_gpu_takes(shards, cap, expected):
+    """ceil(shards / runs) shards a run: the runs SLURM may put on one GPU are never more than runs_per_gpu."""
+    s = tfres.Site(gpu_memory_gb=80, gpu_shards=shards)
+    share = tfres.gpu_share(estimate(cfg_with(), s), s, cap)
+    assert (share.shards, share.per_gpu) == expected
+    assert share.fraction == (share.shards / share.per_gpu if share.shards else 1.0)
+    if share.shards:
+        assert share.per_gpu // share.shards <= cap
+
+
+def test_several_runs_per_gpu_need_gpu_shards():
+    tfres.check_gpu_sharing(tfres.Site(), "auto")
+    tfres.check_gpu_sharing(tfres.Site(), 1)
+    tfres.check_gpu_sharing(tfres.Site(gpu_shards=4), 4)
+    with pytest.raises(ConfigError, match=r"^config key resources.runs_per_gpu: 4 runs per GPU need .*TOKENFAIR_GPU_SHARDS"):
+        tfres.check_gpu_sharing(tfres.Site(), 4)
+    assert tfres.site(cfg_with(), environ={"TOKENFAIR_GPU_SHARDS": "8"}).gpu_shards == 8
+    with pytest.raises(ConfigError, match="TOKENFAIR_GPU_SHARDS: shards per GPU must be a whole number"):
+        tfres.site(cfg_with(), environ={"TOKENFAIR_GPU_SHARDS": "half"})
+
+
+def test_train_resources_of_a_run_sharing_a_gpu():
+    cfg = cfg_with()
+    for model, gres in ((None, "shard:2"), ("a100", "shard:a100:2")):
+        s = tfres.Site(gpu_partition="gpu", gpu_model=model, gpu_memory_gb=80, gpu_shards=4)
+        res = tfres.train_resources(cfg, s, lambda w: estimate(cfg, s), lambda w: tfres.GpuShare(2, 4))
+        assert (res["gpu"](Wildcards), res["gres"](Wildcards)) == (0, gres)
+        assert res["gpu_model"](Wildcards) == "" if model else "gpu_model" not in res
+        whole = tfres.train_resources(cfg, s, lambda w: estimate(cfg, s), WHOLE)
+        assert (whole["gpu"](Wildcards), whole["gres"](Wildcards)) == (1, "")
+        assert whole["gpu_model"](Wildcards) == model if model else "gpu_model" not in whole
+
+
 def test_slurm_extra_passes_the_executors_check():
     validation = pytest.importorskip("snakemake_executor_plugin_slurm.validation")
     cfg = cfg_with()
-    res = tfres.train_resources(cfg, tfres.Site(), lambda w: estimate(cfg, tfres.Site()))
+    res = tfres.train_resources(cfg, tfres.Site(), lambda w: estimate(cfg, tfres.Site()), WHOLE)
 
     class Job:
         class resources:
@@ -143,7 +199,7 @@ def test_cpu_jobs_and_cpu_training_never_ask_for_a_gpu():
     assert tfres.placement(s, gpu=False) == {"slurm_partition": "cpu"}
     assert tfres.placement(tfres.Site(gpu_model="a100"), gpu=False) == {}
     cfg = cfg_with(train={"device": "cpu", "threads": 4})
-    res = tfres.train_resources(cfg, s, lambda w: estimate(cfg, s))
+    res = tfres.train_resources(cfg, s, lambda w: estimate(cfg, s), WHOLE)
     assert not {"gpu", "gpu_model", "gres"} & set(res) and res["slurm_partition"] == "cpu"
     assert res["cpus_per_task"] == 4
     rules = [*(tfres.cpu_resources(s, r) for r in tfres.CPU_RULES), tfres.prepare_resources(s, {}),
@@ -198,13 +254,15 @@ def test_summary_line():
 def test_paper_configs_plan_with_their_job_counts(repo_root):
     """configs/paper.yaml plans on the SLURM profile (no cluster needed for -n): 2 corpora x 4 models x 6 decays
     x 5 seeds, with the plan line's GPU-hours; configs/paper-cpu.yaml plans its 70 runs and its docs page."""
+    import os
     import re
     import subprocess
     import sys
 
-    def plan(*args):
+    def plan(*args, **environ):
         cmd = [sys.executable, "-m", "snakemake", "--directory", str(repo_root), "-n", "-q", "rules", *args]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root, timeout=300)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENFAIR_")} | environ
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root, timeout=300, env=env)
         assert res.returncode == 0, res.stderr[-3000:]
         return res.stdout + res.stderr
 
@@ -212,5 +270,64 @@ def test_paper_configs_plan_with_their_job_counts(repo_root):
     assert re.search(r"^train\s+240$", out, re.M), out
     line = re.search(r"tokenfair plan: (\d+) jobs \(.*train 240.*\); 240 GPUs; estimated ([\d.]+) GPU-hours \(h100\)", out)
     assert line and float(line.group(2)) > 50, out
+    # on a site whose H100s are split into 8 shards: 2 or 4 runs of the three smaller models on one GPU
+    out = plan("--configfile", "configs/paper.yaml", "--profile", "slurm", TOKENFAIR_GPU_SHARDS="8")
+    shared = re.search(r"\(.*train 240.*\); 120 GPUs; estimated ([\d.]+) GPU-hours \(h100\)", out)
+    assert shared and float(shared.group(1)) < 0.75 * float(line.group(2)), out
     out = plan("--configfile", "configs/paper-cpu.yaml")
     assert re.search(r"^train\s+70$", out, re.M) and re.search(r"^publish\s+1$", out, re.M), out
+
+
+MINI = "configs/paper-gpu-mini.yaml"
+
+
+@pytest.mark.heavy
+def test_paper_gpu_mini_fits_8_gpu_minutes_of_an_h200(repo_root):
+    """configs/paper-gpu-mini.yaml: the paper's tied OpenELM-270M at sequence length 128, its six decays, a 32k
+    BPE on the whole training split, planned within 8 minutes of one H200."""
+    import yaml
+
+    raw = yaml.safe_load((repo_root / MINI).read_text())
+    cfg = tfconfig.resolve(raw)
+    plan = tfplan.build(cfg)
+    s = tfres.site(cfg, environ={})
+    assert s.gpu_model == "h200" and cfg["weight_decays"] == [0.0, 0.01, 0.1, 0.3, 1.0, 2.0]
+    assert cfg["corpora"]["sotu"]["max_train_docs"] is None and cfg["tokenizers"]["bpe32k"]["vocab_size"] == 32000
+    settings = [plan.settings(p) for p in plan.points]
+    assert all(st["model"]["family"] == "openelm" and st["model"]["tie_word_embeddings"] for st in settings)
+    assert all(st["train"]["seq_len"] == 128 and st["train"]["device"] == "cuda" for st in settings)
+    minutes = 60 * sum(tfres.estimate_train(st, 32000, s).hours for st in settings)
+    assert 7 < minutes <= 8, minutes
+
+
+@pytest.mark.heavy
+def test_paper_gpu_mini_runs_end_to_end_shrunk_on_cpu(repo_root, tmp_path):
+    """The same config through snakemake on the CPU, shrunk by overrides only: the family's tiny preset,
+    vocabulary 512, 3 training speeches, 20 steps. Every run trains and is evaluated on held-out text."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+    import yaml
+
+    from conftest import write_config
+
+    cfg = yaml.safe_load((repo_root / MINI).read_text())
+    cfg["results_dir"] = str(tmp_path / "results")
+    cfg["models"] = {"openelm-270m": "tiny-openelm"}
+    cfg["tokenizers"]["bpe32k"]["vocab_size"] = 512
+    cfg["corpora"]["sotu"]["max_train_docs"] = 3
+    cfg["train"].update(steps=20, batch_size=4, warmup_steps=2, eval_every=10, checkpoint_every=10,
+                        eval_train_tokens=2048, eval_val_tokens=2048, device="cpu", precision="fp32", threads=1)
+    cfg["resources"] = {}
+    config = write_config(tmp_path, cfg)
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", str(config), "--cores", "2", "--directory", str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    plan = tfplan.build(tfconfig.resolve(cfg))
+    assert len(plan.points) == 6
+    for p in plan.points:
+        table = pq.read_table(plan.run_files(p)["per_token"]).to_pandas()
+        assert set(table["split"]) == {"train", "validation"} and table["count"].sum() > 0
+        assert table["token_id"].max() < 512
+    assert (tmp_path / "results" / "summary" / "runs.csv").is_file()

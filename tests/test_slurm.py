@@ -319,6 +319,45 @@ def test_slurm_results_equal_a_local_run(grid_runs):
     assert pq.read_table(work / freq).to_pandas().equals(pq.read_table(local / freq).to_pandas())  # NaN == NaN
 
 
+@pytest.fixture(scope="module")
+def shared_runs(grid_runs, tmp_path_factory):
+    """The test grid with two runs per GPU: the local cluster splits each fake GPU into 4 shards
+    (resources.gpu_shards: 4), so every train job asks for 2 of them."""
+    work = tmp_path_factory.mktemp("shared")
+    write_config(work, {**CONFIG, "resources": {"gpu_shards": 4, "runs_per_gpu": 2}})
+    res = snakemake(work, "--profile", "slurm", *STATUS, "--verbose", env=clean_env(**SITE_ENV), timeout=900)
+    assert res.returncode == 0, res.stdout[-6000:]
+    return work, grid_runs[1], res.stdout
+
+
+def _most_at_once(jobs: list[dict]) -> int:
+    """The most of these SLURM jobs running at the same time (StartTime / EndTime, whole seconds)."""
+    events = sorted((t, d) for j in jobs for t, d in ((j["StartTime"], 1), (j["EndTime"], -1)))  # ends first
+    most = now = 0
+    for _, d in events:
+        now += d
+        most = max(most, now)
+    return most
+
+
+@pytest.mark.slurm
+def test_runs_sharing_a_gpu_run_side_by_side_and_equal_separate_runs(shared_runs):
+    work, local, output = shared_runs
+    calls = sbatch_calls(output, "train")
+    assert len(calls) == len(RUNS)
+    for call in calls:
+        assert " --gres=shard:2 " in call and "--gpus" not in call and " -p gpu " in call
+    jobs = [j for j in slurm_jobs(run_id(output)) if j["Comment"].startswith("rule_train_")]
+    assert len(jobs) == len(RUNS) and all(j["JobState"] == "COMPLETED" for j in jobs)
+    assert all(j["TresPerNode"] == "gres:shard:2" for j in jobs)
+    # 4 runs on the cluster's 2 GPUs: three or more at once means two of them on one GPU
+    assert _most_at_once(jobs) >= 3, [(j["StartTime"], j["EndTime"]) for j in jobs]
+    for run in RUNS:
+        a = pq.read_table(run_folder(work, run) / paths.RUN_PER_TOKEN)
+        b = pq.read_table(run_folder(local, run) / paths.RUN_PER_TOKEN)
+        assert a.num_rows > 0 and a.equals(b), run
+
+
 LONG = "model~tiny-xs/weight_decay~0.0/seed~{}"  # seeds 1 and 2: new grid points, long enough to interrupt
 
 

@@ -14,6 +14,10 @@ partition and the GPU-memory check is skipped.
   `attempt` (the profile's `retries` resubmit a timed-out run with more time; it resumes from `ckpt/`),
   and `slurm_extra` asking SLURM to send SIGTERM to the job step `signal_seconds` before the time limit, so
   the run writes its checkpoint first.
+- Several runs per GPU (`runs_per_gpu`, `gpu_share`): on a site whose GPUs are split into SLURM shards
+  (gres/shard, `gpu_shards` shards per GPU), a run small enough to share a GPU asks for the shards of its
+  share instead of a whole GPU; SLURM then starts several such jobs side by side on one GPU. A run costs
+  its share of a GPU's hours.
 - `check_gpu_memory` raises ConfigError at planning time when a model needs more GPU memory than the
   configured GPU model has.
 """
@@ -35,6 +39,7 @@ ENV = {
     "cpu_partition": "TOKENFAIR_CPU_PARTITION",
     "gpu_model": "TOKENFAIR_GPU_MODEL",
     "gpu_memory_gb": "TOKENFAIR_GPU_MEMORY_GB",
+    "gpu_shards": "TOKENFAIR_GPU_SHARDS",
     "slurm_account": "TOKENFAIR_SLURM_ACCOUNT",
 }
 
@@ -61,6 +66,10 @@ GPU_STEP_FLOOR_S = 0.05  # small models are launch-bound: at least this per opti
 CPU_GFLOPS_PER_THREAD = 30  # the calibration run (tiny-m, 2 threads) did ~35 per thread, evaluations included
 STARTUP_S = 60  # imports, reading the token shards, saving the model
 CKPT_WRITE_BYTES_PER_S = 200e6  # shared file systems are slow; what signal_seconds allows for
+# Runs sharing a GPU are packed into this share of its memory: the memory estimate was measured low by up to 14%
+# (docs/gpu.md), and each process holds its own CUDA context.
+PACK_MEMORY_SHARE = 0.8
+AUTO_RUNS_PER_GPU = 8  # runs_per_gpu auto packs at most this many: a GPU node has ~8-16 CPU cores per GPU
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class Site:
     cpu_partition: str | None = None
     gpu_model: str | None = None
     gpu_memory_gb: float | None = None
+    gpu_shards: int | None = None
     slurm_account: str | None = None
     source: dict = field(default_factory=dict, compare=False)
 
@@ -88,13 +98,13 @@ def site(cfg: dict, environ=None) -> Site:
             values[key], source[key] = environ[var], f"${var}"
         elif section.get(key) is not None:
             values[key], source[key] = section[key], f"config resources.{key}"
-    if "gpu_memory_gb" in values:
-        try:
-            values["gpu_memory_gb"] = float(values["gpu_memory_gb"])
-        except ValueError:
-            raise ConfigError(
-                f"{source['gpu_memory_gb']}: GPU memory in GB must be a number, got {values['gpu_memory_gb']!r}"
-            ) from None
+    for key, kind, what in (("gpu_memory_gb", float, "GPU memory in GB must be a number"),
+                            ("gpu_shards", int, "shards per GPU must be a whole number")):
+        if key in values:
+            try:
+                values[key] = kind(values[key])
+            except ValueError:
+                raise ConfigError(f"{source[key]}: {what}, got {values[key]!r}") from None
     return Site(**values, source=source)
 
 
@@ -212,6 +222,49 @@ def check_gpu_memory(s: Site, estimates) -> None:
             )
 
 
+def runs_per_gpu(est: TrainEstimate, s: Site, cap) -> int:
+    """How many runs of this size share one GPU: floor(PACK_MEMORY_SHARE x GPU memory / the run's estimated
+    GPU memory), at most `cap` (config resources.runs_per_gpu). One on the CPU; with the GPU
+    memory unknown, `cap` when it is a number, else one. auto packs at most AUTO_RUNS_PER_GPU."""
+    if not est.gpu:
+        return 1
+    have = gpu_memory_gb(s)
+    fit = max(1, int(PACK_MEMORY_SHARE * have // est.gpu_memory_gb)) if have else None
+    if cap == "auto":
+        return min(fit, AUTO_RUNS_PER_GPU) if fit else 1
+    return min(int(cap), fit) if fit else int(cap)
+
+
+@dataclass(frozen=True)
+class GpuShare:
+    """What one training run holds of a GPU: `shards` of the site's `per_gpu` (0 of 0: a whole GPU)."""
+
+    shards: int = 0
+    per_gpu: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.shards / self.per_gpu if self.shards else 1.0
+
+
+def gpu_share(est: TrainEstimate, s: Site, cap) -> GpuShare:
+    """A run's share of a GPU: ceil(shards per GPU / runs_per_gpu) shards, so that the runs SLURM puts on one
+    GPU fit its memory together; a whole GPU when the site has no shards (or the run fills a GPU)."""
+    if not s.gpu_shards:
+        return GpuShare()
+    k = -(-s.gpu_shards // runs_per_gpu(est, s, cap))
+    return GpuShare() if k >= s.gpu_shards else GpuShare(k, s.gpu_shards)
+
+
+def check_gpu_sharing(s: Site, cap) -> None:
+    """ConfigError when resources.runs_per_gpu asks for several runs per GPU on a site without GPU shards."""
+    if not s.gpu_shards and cap != "auto" and int(cap) > 1:
+        raise ConfigError(
+            f"config key resources.runs_per_gpu: {cap} runs per GPU need GPUs split into SLURM shards "
+            f"(gres/shard); set resources.gpu_shards ({ENV['gpu_shards']}) to the shards per GPU of your site"
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # resources
 
@@ -250,8 +303,9 @@ def signal_seconds(est: TrainEstimate) -> int:
     return int(120 + math.ceil(est.checkpoint_gb * 1e9 / CKPT_WRITE_BYTES_PER_S))
 
 
-def train_resources(cfg: dict, s: Site, estimate_of) -> dict:
-    """Resources of the train rule; `estimate_of(wildcards)` gives a run's TrainEstimate."""
+def train_resources(cfg: dict, s: Site, estimate_of, share_of) -> dict:
+    """Resources of the train rule; `estimate_of(wildcards)` gives a run's TrainEstimate, `share_of(wildcards)`
+    its GpuShare."""
     gpu = cfg["train"]["device"] != "cpu"
     out = {
         "mem_mb": lambda wildcards, attempt: host_mem_mb(estimate_of(wildcards), attempt),
@@ -262,7 +316,15 @@ def train_resources(cfg: dict, s: Site, estimate_of) -> dict:
         "slurm_extra": lambda wildcards: f"--signal=TERM@{signal_seconds(estimate_of(wildcards))} --open-mode=append",
         **placement(s, gpu=gpu),
     }
-    if gpu:
+    if gpu and s.gpu_shards:
+        # A run's share of a GPU on a site with GPU shards: gpu=0 and no gpu_model (with a model the executor
+        # would add --gpus=<gpu_model>:1), gres=shard:[<gpu_model>:]<k> (--gres); a run that fills a GPU: gpu=1.
+        typed = f"{s.gpu_model}:" if s.gpu_model else ""
+        out["gpu"] = lambda wildcards: 0 if share_of(wildcards).shards else 1
+        out["gres"] = lambda wildcards: f"shard:{typed}{k}" if (k := share_of(wildcards).shards) else ""
+        if s.gpu_model:
+            out["gpu_model"] = lambda wildcards: "" if share_of(wildcards).shards else s.gpu_model
+    elif gpu:
         out["gpu"] = 1  # the executor's spelling: --gpus=1 (or --gpus=<gpu_model>:1)
     return out
 
