@@ -92,6 +92,8 @@ def measure(preset: str, args) -> dict:
         tt.train_step(decoder, head, optimizer, batches(), autocast=autocast, grad_clip=1.0, params=params)
     torch.cuda.synchronize(device)
     data = [batches() for _ in range(args.steps)]
+    if args.start_at:  # several processes on one GPU (gpu_check.py): time the same window
+        time.sleep(max(0.0, args.start_at - time.time()))
     t0 = time.perf_counter()
     for b in data:
         loss, _ = tt.train_step(decoder, head, optimizer, b, autocast=autocast, grad_clip=1.0, params=params)
@@ -120,6 +122,7 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100 SXM: 989)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--start-at", type=float, default=None, help="after warm-up, wait until this Unix time")
     return ap.parse_args(argv)
 
 
