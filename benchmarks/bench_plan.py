@@ -1,11 +1,13 @@
 """Planning speed: `snakemake -n` on a large tokenfair grid vs a bare expand() workflow of as many jobs.
 
 Two baselines, planned in a temporary folder, alternating with tokenfair, several repeats; prints medians
-and ratios (target: tokenfair within 1.3x of the bare workflow):
+and ratios (target: tokenfair within 1.2x of the same-shape bare workflow):
 - bare: one rule, one output per job, nothing else;
-- bare, same shape: a rule shaped like tokenfair's train rule (3 inputs from upstream jobs, 4 outputs one
-  of them a directory, log, benchmark, params and 6 resources, all constants), so that the ratio against it
-  isolates what tokenfair's own planning code (grid, settings, estimates) costs.
+- bare, same shape: tokenfair's DAG with constants: a data chain (prepare, tokenizer, tokenize and count per
+  split), a train-shaped rule (4 inputs from those jobs, 4 outputs and a directory, log, benchmark, 3 params,
+  threads, 6 resources, a conda environment and a script), an aggregate over 3 files of every run, and `all` asking for every run file, so
+  that the ratio against it isolates what tokenfair's own planning code (grid, settings, estimates, input
+  and resource functions) costs, not what Snakemake spends on a DAG of that size.
 With slurm-client installed but no controller running, every snakemake start costs ~9 s more (the SLURM
 plugin asks `scontrol`): start `scripts/slurm-local.sh start` first, or the ratios are flattened.
 Run from the repository root:
@@ -41,23 +43,48 @@ rule make:
 
 SHAPED = """
 N = {n}
+RUN = "out/{{i}}"
+FILES = ["per_token.parquet", "train_log.csv", "run.json", "norms.parquet"]
 rule all:
-    input: expand("out/{{i}}/per_token.parquet", i=range(N))
-rule data:
-    output: tok="data/tokenizer.json", train="data/train.npy", val="data/validation.npy"
+    input:
+        expand("data/frequency/{{split}}.parquet", split=["train", "validation"]),
+        expand(RUN + "/{{f}}", i=range(N), f=FILES + ["model"]),
+        "summary/runs.csv",
+rule prepare:
+    output: "data/documents.parquet"
+    shell: "touch {{output}}"
+rule tokenizer:
+    input: "data/documents.parquet"
+    output: "data/tokenizer.json"
+    shell: "touch {{output}}"
+rule tokenize:
+    input: "data/documents.parquet", "data/tokenizer.json"
+    output: "data/tokens/{{split}}.npy"
+    shell: "touch {{output}}"
+rule count:
+    input: "data/tokens/{{split}}.npy", "data/tokenizer.json"
+    output: "data/frequency/{{split}}.parquet"
     shell: "touch {{output}}"
 rule make:
-    input: tok="data/tokenizer.json", train="data/train.npy", val="data/validation.npy"
+    input:
+        tokenizer="data/tokenizer.json", train="data/tokens/train.npy", validation="data/tokens/validation.npy",
+        frequency="data/frequency/train.parquet",
     output:
-        per_token="out/{{i}}/per_token.parquet",
-        log_csv="out/{{i}}/train_log.csv",
-        run_json="out/{{i}}/run.json",
-        model=directory("out/{{i}}/model"),
-    params: settings={{"steps": 800, "lr": 0.003}}
+        per_token=RUN + "/per_token.parquet",
+        train_log=RUN + "/train_log.csv",
+        run_json=RUN + "/run.json",
+        norms=RUN + "/norms.parquet",
+        model=directory(RUN + "/model"),
+    params: settings={{"steps": 800, "lr": 0.003}}, tokenizer={{"type": "bpe"}}, corpus={{"source": "embedded"}}
     log: "logs/{{i}}.log"
     benchmark: "bench/{{i}}.tsv"
     threads: 1
     resources: runtime=15, mem_mb=3000, gpu=1, cpus_per_task=1, slurm_extra="--signal=TERM@121"
+    conda: "train.yaml"
+    script: "train.py"
+rule aggregate:
+    input: expand(RUN + "/{{f}}", i=range(N), f=["per_token.parquet", "run.json", "norms.parquet"])
+    output: "summary/runs.csv"
     shell: "touch {{output}}"
 """
 
@@ -99,6 +126,9 @@ def main() -> None:
         os.makedirs(shaped)
         with open(os.path.join(shaped, "Snakefile"), "w") as fh:
             fh.write(SHAPED.format(n=n))
+        for name in ("train.yaml", "train.py"):  # never run: the rule's conda env and script exist
+            with open(os.path.join(shaped, name), "w") as fh:
+                fh.write("dependencies: [python]\n" if name.endswith(".yaml") else "")
         cfg_path = os.path.join(tmp, "grid.yaml")
         with open(cfg_path, "w") as fh:
             yaml.safe_dump(grid_config(n_models, n_decays, n_seeds, os.path.join(tmp, "results")), fh)
