@@ -270,6 +270,83 @@ def test_holm_by_hand():
     assert M.holm([]).shape == (0,) and np.isnan(M.holm([np.nan])).all()
 
 
+def test_sign_flip_p_by_hand():
+    # 3 seeds, d = 1, 2, 3: the 8 sums +-1 +-2 +-3 are 6, 4, 2, 0, 0, -2, -4, -6; |sum| >= 6 twice: p = 2/8
+    assert M.sign_flip_p([1.0, 2.0, 3.0]) == 0.25  # the smallest p of 3 seeds: never below 0.05
+    assert M.sign_flip_p([-0.3, -0.1, -0.2]) == 0.25  # two-sided
+    # d = 1, -2, 4: sum 3; the sums are 7, -1, 3, -5, 5, -3, 1, -7: |sum| >= 3 six times
+    assert M.sign_flip_p([1.0, -2.0, 4.0]) == 0.75
+    # 6 seeds, d = 1..6: only the two all-equal-sign assignments reach |sum| 21: p = 2/64 < 0.05
+    assert M.sign_flip_p([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == 2 / 64
+    # d = 1..5, -6: sum 9 = 21 - 2 S (S: the sum of the flipped subset); |21 - 2S| >= 9 for S <= 6 (14 subsets
+    # of 1..6: {}, 6 singletons, {12 13 14 15 23 24}, {123}) or S >= 15 (their 14 complements): p = 28/64
+    assert M.sign_flip_p([1.0, 2.0, 3.0, 4.0, 5.0, -6.0]) == 28 / 64
+    # a sum 0 up to rounding reaches every assignment; no difference is no test
+    assert M.sign_flip_p([0.1, 0.2, 0.3, -0.6]) == 1.0 and M.sign_flip_p([0.0, 0.0]) == 1.0
+    assert np.isnan(M.sign_flip_p([])) and M.sign_flip_p([0.5, np.nan]) == 1.0
+    # 2 / 2^n < level from n = 6 at 0.05 (2/32 = 0.0625, 2/64 = 0.03125), n = 8 at 0.01
+    assert M.min_seeds(0.05) == 6 and M.min_seeds(0.01) == 8 and M.min_seeds(0.5) == 3
+    with pytest.raises(ValueError):
+        M.min_seeds(0.0)
+
+
+def _effects_tables(diffs: dict):
+    """Per-seed bins and their seed stats: model m, splits train and validation, bins 0 and 1, decays 0 (loss
+    1 for every seed), and each decay of `diffs` ({decay: per-seed differences of every bin and split})."""
+    import pandas as pd
+
+    rows = []
+    for split in ("train", "validation"):
+        for b in (0, 1):
+            for wd, d in [(0.0, None), *diffs.items()]:
+                for seed, x in enumerate(d if d is not None else next(iter(diffs.values()))):
+                    rows.append({"model": "m", "split": split, "bin": b, "bin_lo": 3**b, "bin_hi": 3 ** (b + 1),
+                                 "weight_decay": wd, "seed": seed,
+                                 "loss_balanced": 1.0 + (0.0 if d is None else x * (b + 1))})
+    bins = pd.DataFrame(rows)
+    stats = M.seed_stats(bins, ["model", "split", "bin", "bin_lo", "bin_hi", "weight_decay"], ["loss_balanced"])
+    return bins, stats
+
+
+def test_decay_effects_holm_family_is_a_panel():
+    # 3 seeds, decays 0.1 and 1: one family per model x split = 2 bins x 2 decays = 4 tests
+    bins, stats = _effects_tables({0.1: [0.1, 0.2, 0.4], 1.0: [0.5, -0.1, 0.3]})
+    de = M.decay_effects(bins, stats, ["model"])
+    tested = de[de["weight_decay"] > 0]
+    assert (tested["holm_family_size"] == 4).all() and len(tested) == 8
+    for split, fam in tested.groupby("split"):
+        np.testing.assert_allclose(fam["p_holm"], M.holm(fam["p_value"].to_numpy()))
+        assert not np.allclose(fam["p_holm"], fam.groupby("weight_decay")["p_value"].transform(
+            lambda p: M.holm(p.to_numpy())))  # not the per-decay family of before
+    # the sign-flip test: 3 agreeing seeds reach only 0.25; disagreeing ones more
+    np.testing.assert_allclose(tested.loc[tested["weight_decay"] == 0.1, "p_perm"], 0.25)
+    np.testing.assert_allclose(tested.loc[tested["weight_decay"] == 1.0, "p_perm"], M.sign_flip_p([0.5, -0.1, 0.3]))
+    assert (tested["verdict"] == "inconclusive").all()  # 3 < 6 seeds
+    ref = de[de["weight_decay"] == 0.0]
+    assert ref["verdict"].isna().all() and ref["p_perm"].isna().all() and (ref["holm_family_size"] == 4).all()
+
+
+def test_decay_effects_verdict_with_six_seeds():
+    up = [0.30, 0.32, 0.29, 0.31, 0.30, 0.33]  # agreeing and tight: significant after Holm
+    mixed = [0.3, -0.2, 0.5, 0.1, 0.4, 0.2]  # one seed the other way: inconclusive whatever the p
+    flat = [0.01, -0.01, 0.0, 0.01, -0.01, 0.0]
+    bins, stats = _effects_tables({0.1: [-x for x in up], 0.3: mixed, 1.0: up})
+    de = M.decay_effects(bins, stats, ["model"]).set_index(["split", "bin", "weight_decay"])
+    assert (de.loc[("train", 0, 1.0), "verdict"], de.loc[("train", 0, 0.1), "verdict"]) == ("up", "down")
+    assert de.loc[("train", 0, 1.0), "p_perm"] == 2 / 64 and de.loc[("train", 0, 1.0), "holm_family_size"] == 6
+    assert (de.xs(0.3, level="weight_decay")["verdict"] == "inconclusive").all()
+    bins, stats = _effects_tables({1.0: flat})
+    de = M.decay_effects(bins, stats, ["model"])
+    # seeds that disagree are inconclusive; none only when they agree yet miss the level
+    assert (de.loc[de["weight_decay"] == 1.0, "verdict"] == "inconclusive").all()
+    bins, stats = _effects_tables({1.0: [0.1, 0.5, 0.01, 0.9, 0.02, 2.0]})
+    de = M.decay_effects(bins, stats, ["model"], level=0.01)  # n_min 8 at 0.01
+    assert (de.loc[de["weight_decay"] == 1.0, "verdict"] == "inconclusive").all()
+    de = M.decay_effects(bins, stats, ["model"], level=0.05)
+    row = de[de["weight_decay"] == 1.0].iloc[0]
+    assert row["p_holm"] >= 0.05 and row["verdict"] == "none"  # agreeing, but a wide spread: not significant
+
+
 def _t_from(d):
     d = np.asarray(d, dtype=np.float64)
     return M.paired_t(d.mean(), d.std(ddof=1) if len(d) > 1 else np.nan, len(d))

@@ -43,10 +43,19 @@ Definitions (every metric leaves the special tokens out; "seen" means count > 0 
   every difference is 0, t = 0 and p = 1.
 - Holm-Bonferroni: the k-th smallest of m p-values (k = 1..m) becomes min(1, max over j <= k of
   (m - j + 1) p_(j)); NaN p-values are not tests (they stay NaN and do not count in m).
+- exact paired sign-flip permutation test (`sign_flip_p`) of the per-seed differences d_1..d_n: under "no
+  effect" each d_i is as likely +|d_i| as -|d_i|; p = the share of the 2^n sign assignments s whose
+  |mean(s d)| >= |mean(d)| (two-sided, exact, rounding-tolerant). Its smallest p is 2 / 2^n (every sign
+  agreeing), so below `min_seeds(level)` paired seeds (the least n with 2 / 2^n < level: 6 at 0.05) no
+  result can reach the level: with 3 seeds p >= 0.25. It rests on no normality, unlike the t-test.
 - decay effects (`decay_effects`, summary/decay_effects.csv): per bin, delta = seed-mean loss at a decay minus
-  at the smallest decay, the paired t-test of the per-seed differences, Holm over the bins of one other axes x
-  split x decay; a bin changed significantly when p_holm < aggregate.significance_level, up or down by the sign
-  of delta (tokenfair.report.significance_flags).
+  at the smallest decay, the paired t-test (p_value) and sign-flip test (p_perm) of the per-seed differences.
+  One Holm family per published panel: every bin x decay tested within one other axes x split (one panel of
+  the decay_heatmap figure, one block of the README's significance table), holm_family_size tests; a bin
+  changed significantly when p_holm < aggregate.significance_level, up or down by the sign of delta
+  (tokenfair.report.significance_flags). verdict: "inconclusive" below min_seeds(level) paired seeds or when
+  the seeds' differences disagree in sign, else "up" / "down" when significant (by the sign of delta), else
+  "none"; empty at the reference decay.
 - embedding norms per bin: the mean L2 norm of the rows of the non-special ids of each train-frequency bin.
 """
 
@@ -494,18 +503,51 @@ def norms_by_bin(token_id, norm, groups: Groups) -> tuple[np.ndarray, np.ndarray
     return n, _div(total, n)
 
 
+def min_seeds(level: float) -> int:
+    """The least number n of paired seeds with which the sign-flip test can reach `level`: 2 / 2^n < level
+    (6 at 0.05, 8 at 0.01)."""
+    if not 0 < level < 1:
+        raise ValueError(f"a significance level is in (0, 1), not {level}")
+    n = 1
+    while 2.0 / 2**n >= level:
+        n += 1
+    return n
+
+
+MAX_SIGN_FLIP_N = 20  # 2^20 sign assignments: beyond, an exact enumeration is not what seeds call for
+
+
+def sign_flip_p(d) -> float:
+    """Exact two-sided p of the paired sign-flip permutation test of the differences d (module docstring):
+    the share of the 2^n sign assignments whose |mean| reaches the observed |mean(d)|. NaN for no difference
+    (NaN values are dropped); 1 when every difference is 0."""
+    d = np.asarray(d, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    n = len(d)
+    if not n:
+        return math.nan
+    if n > MAX_SIGN_FLIP_N:
+        raise ValueError(f"sign_flip_p enumerates 2^n assignments; n = {n} > {MAX_SIGN_FLIP_N}")
+    signs = 1.0 - 2.0 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+    stat = np.abs(signs @ d)
+    obs = abs(d.sum())
+    return float(np.mean(stat >= obs - 1e-9 * max(obs, np.abs(d).sum())))
+
+
 def decay_effects(bins, bins_seed, others: list[str], metric: str = "loss_balanced", level: float = 0.05):
     """Per other axes x split x bin x decay: change of the seed-mean `metric` from the smallest decay
     (delta, delta_rel), its paired-seed 95% half-width (over the seeds both decays have), the paired t-test of
     those per-seed differences (t_stat, p_value; NaN below two paired seeds and at the reference decay
-    itself), p_holm (Holm-Bonferroni over the bins tested within one other axes x split x decay) and
-    `significant` (p_holm < level), and the bin's least-squares slope of the seed-mean metric against decay."""
+    itself) and their exact sign-flip test (p_perm; NaN at the reference decay), p_holm (Holm-Bonferroni over
+    every bin x decay tested within one other axes x split: one published panel, holm_family_size tests),
+    `significant` (p_holm < level), `verdict` (module docstring) and the bin's least-squares slope of the
+    seed-mean metric against decay."""
     import pandas as pd
 
     key = [*others, "split", "bin"]
     cols = [*others, "split", "bin", "bin_lo", "bin_hi", "weight_decay_ref", "weight_decay", "loss_ref", "loss",
             "delta", "delta_rel", "delta_ci95", "n_paired_seeds", "t_stat", "p_value", "p_holm", "significant",
-            "slope"]
+            "slope", "p_perm", "holm_family_size", "verdict"]
     if bins_seed is None or not len(bins_seed):
         return pd.DataFrame(columns=cols)
     m = f"{metric}_mean"
@@ -523,25 +565,36 @@ def decay_effects(bins, bins_seed, others: list[str], metric: str = "loss_balanc
     pair = runs.merge(r0, on=[*key, "seed"])
     pair["d"] = pair[metric] - pair["ref"]
     g = pair.groupby([*key, "weight_decay"], dropna=False)["d"]
-    ps = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
+    ps = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count(), "p_perm": g.agg(sign_flip_p),
+                       "disagree": (g.min() < 0) & (g.max() > 0)}).reset_index()
     ps["delta_ci95"] = ci95_halfwidth(ps["std"].to_numpy(), ps["n"].to_numpy())
     ps["t_stat"], ps["p_value"] = paired_t(ps["mean"].to_numpy(), ps["std"].to_numpy(), ps["n"].to_numpy())
-    out = out.merge(ps[[*key, "weight_decay", "delta_ci95", "n", "t_stat", "p_value"]].rename(
+    out = out.merge(ps[[*key, "weight_decay", "delta_ci95", "n", "t_stat", "p_value", "p_perm", "disagree"]].rename(
         columns={"n": "n_paired_seeds"}), on=[*key, "weight_decay"], how="left")
     out["n_paired_seeds"] = out["n_paired_seeds"].fillna(0).astype(np.int64)
     at_ref = (out["weight_decay"] == out["weight_decay_ref"]).to_numpy()
-    for c in ("t_stat", "p_value"):
+    for c in ("t_stat", "p_value", "p_perm"):
         out[c] = np.where(at_ref, np.nan, out[c].to_numpy(dtype=np.float64))
-    family = out.groupby([*others, "split", "weight_decay"], dropna=False, sort=False).ngroup().to_numpy()
+    # one Holm family per other axes x split: every bin x decay of one published panel
+    family = out.groupby([*others, "split"], dropna=False, sort=False).ngroup().to_numpy()
     p = out["p_value"].to_numpy(dtype=np.float64)
     p_holm = np.full(len(out), np.nan)
+    size = np.zeros(len(out), dtype=np.int64)
     order = np.argsort(family, kind="stable")
     bounds = np.flatnonzero(np.r_[True, np.diff(family[order]) != 0, True])
     for a, z in zip(bounds[:-1], bounds[1:]):
         rows = order[a:z]
         p_holm[rows] = holm(p[rows])
+        size[rows] = np.count_nonzero(~np.isnan(p[rows]))
     out["p_holm"] = p_holm
+    out["holm_family_size"] = size
     out["significant"] = np.nan_to_num(p_holm, nan=1.0) < level
+    sign = np.sign(out["delta"].to_numpy(dtype=np.float64))
+    inconclusive = (out["n_paired_seeds"].to_numpy() < min_seeds(level)) | out["disagree"].fillna(False).to_numpy(bool)
+    verdict = np.where(inconclusive, "inconclusive",
+                       np.where(out["significant"] & (sign > 0), "up",
+                                np.where(out["significant"] & (sign < 0), "down", "none")))
+    out["verdict"] = pd.Series(verdict, dtype=object).where(~at_ref, None)
     slopes = out.groupby(key, dropna=False)[["weight_decay", "loss"]].apply(
         lambda d: slope(d["weight_decay"], d["loss"])).rename("slope").reset_index()
     out = out.merge(slopes, on=key, how="left")
