@@ -237,12 +237,17 @@ def test_significance_by_hand(study):
         d = a - b  # two seeds: t = mean / (|d0 - d1| / sqrt 2 / sqrt 2), df 1: p = 1 - (2/pi) atan |t|
         t = d.mean() / (abs(d[0] - d[1]) / 2)
         assert row["t_stat"] == pytest.approx(t) and row["p_value"] == pytest.approx(1 - 2 / math.pi * math.atan(abs(t)))
-    # Holm over the bins of one model x split x decay, by hand
-    p = fam["p_value"].to_numpy()
+        # sign flips of two seeds: |d0 + d1| is reached by 2 of the 4 assignments when the signs agree, else by all
+        assert row["p_perm"] == (0.5 if d[0] * d[1] > 0 else 1.0)
+    # Holm over every bin x decay of one model x split (one published panel), by hand
+    panel = de[(de["model"] == "tiny-s") & (de["split"] == "validation") & de["p_value"].notna()]
+    assert set(panel["weight_decay"]) == {0.1, 1.0} and (panel["holm_family_size"] == len(panel)).all()
+    p = panel["p_value"].to_numpy()
     order = np.argsort(p)
     adj = np.minimum(np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]), 1)
-    np.testing.assert_allclose(fam["p_holm"].to_numpy()[order], adj)
+    np.testing.assert_allclose(panel["p_holm"].to_numpy()[order], adj)
     assert (fam["significant"] == (fam["p_holm"] < 0.05)).all()
+    assert (fam["verdict"] == "inconclusive").all()  # 2 paired seeds: the sign-flip test cannot reach 0.05
     # the README counts them
     counts = significance_counts(de, cfg.other_axes, cfg.splits)
     row = counts[(counts["model"] == "tiny-s") & (counts["split"] == "validation") & (counts["weight_decay"] == 0.1)].iloc[0]
@@ -394,6 +399,30 @@ def test_figures_use_log_frequency_axes(study):
     # the line of decay 1.0 has the same colour in two figures
     fig = plots.bin_loss(res["bins_by_seed"], "validation", colors, keys)
     assert any(np.allclose(line.get_color(), colors[1.0]) for line in fig.axes[0].lines)
+
+
+def test_bin_loss_shows_each_seed_and_no_band_for_one(study):
+    from matplotlib.collections import PathCollection, PolyCollection
+
+    from tokenfair import plots
+    from tokenfair.metrics import seed_stats
+
+    cfg, _, res = study
+    colors, keys = plots.decay_colors(cfg["weight_decays"]), cfg.other_axes
+    bins = res["bins"]
+    fig = plots.bin_loss(res["bins_by_seed"], "validation", colors, keys, bins=bins)
+    ax = fig.axes[0]  # the first model's panel
+    model = sorted(set(bins["model"]))[0]
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    own = bins[(bins["model"] == model) & (bins["split"] == "validation") & (bins["bin"] >= 0)]
+    assert len(dots) == 1 and len(dots[0].get_offsets()) == len(own)  # a dot per seed x decay x bin
+    assert sorted(dots[0].get_offsets()[:, 1].tolist()) == pytest.approx(sorted(own["loss_balanced"].tolist()))
+    assert any(isinstance(c, PolyCollection) for c in ax.collections)  # two seeds: bands
+    one = bins[bins["seed"] == bins["seed"].min()]
+    stats = seed_stats(one, [*keys, "weight_decay", "split", "bin", "bin_lo", "bin_hi"], ["loss_balanced"])
+    fig = plots.bin_loss(stats, "validation", colors, keys, bins=one)
+    assert not any(isinstance(c, PolyCollection) for c in fig.axes[0].collections)  # one seed: no band
+    assert "dots = seeds" in fig._suptitle.get_text()
 
 
 def test_figures_draw_the_reference_losses_and_the_accuracy_per_bin(study):

@@ -98,10 +98,13 @@ def test_significance_is_decided_by_the_sign_of_delta():
     eff = pd.DataFrame({"model": "m", "split": ["train", "train", "validation", "train"],
                         "weight_decay_ref": 0.0, "weight_decay": [0.5, 0.5, 0.5, 0.0], "bin": [0, 1, 0, 0],
                         "delta": [0.2, -0.1, 0.3, 0.0], "t_stat": [-5.0, -3.0, 4.0, math.nan],
-                        "p_value": [0.01, 0.02, math.nan, math.nan], "significant": [True, True, False, False]})
+                        "p_value": [0.01, 0.02, math.nan, math.nan], "significant": [True, True, False, False],
+                        "verdict": ["inconclusive", "down", "inconclusive", None]})
     tested, rose, fell = R.significance_flags(eff)
     assert tested.tolist() == [True, True, False, False]
     assert rose.tolist() == [True, False, False, False] and fell.tolist() == [False, True, False, False]
     counts = R.significance_counts(eff, ["model"], ["validation", "train"])
     assert counts[["split", "n_tested", "n_rose", "n_fell"]].values.tolist() == [["validation", 0, 0, 0],
                                                                                  ["train", 2, 1, 1]]
+    # a verdict counts as inconclusive among the tested bins only (the validation bin has no test)
+    assert counts["n_inconclusive"].tolist() == [0, 1]

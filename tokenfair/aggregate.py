@@ -23,8 +23,9 @@ Outputs (each table as .parquet and .csv; the metric definitions, seed statistic
   in runs_by_seed the list of seeds).
 - decay_effects: per other axes x split x bin x decay: the change of the bin's token-balanced loss from the
   smallest decay, its paired-seed 95% interval, a paired t-test over seeds (t_stat, p_value), its
-  Holm-Bonferroni correction over the bins (p_holm, significant), and the bin's least-squares slope of loss
-  against decay.
+  Holm-Bonferroni correction over every bin x decay of one other axes x split (p_holm, significant,
+  holm_family_size), the bin's least-squares slope of loss against decay, the exact sign-flip permutation test
+  over seeds (p_perm) and a verdict (up / down / none / inconclusive; tokenfair.metrics).
 - embedding_norms: one row per run x matrix (embedding / unembedding) x train-frequency bin: the mean L2 row
   norm of the bin's ids in the final model (norms.parquet), and n_ids; embedding_norms_by_seed over seeds.
 - partial aggregation only: missing (the grid points without a finished run).

@@ -182,16 +182,28 @@ def _reference_lines(ax, refs, sub) -> None:
             ax.axhline(refs[key][name], color="0.4", ls=style, lw=1.0, zorder=0, label=label)
 
 
+def _seed_dots(ax, runs, x: str, metric: str, colors) -> None:
+    """One small dot per seed (a row of a per-seed table) at (x, metric), in its decay's colour."""
+    if runs is None or not len(runs):
+        return
+    ax.scatter(runs[x], runs[metric], s=6, c=[_color(colors, w) for w in runs["weight_decay"]], alpha=0.6, lw=0,
+               zorder=3)
+
+
 def _bin_metric(df, split: str, colors: dict, keys, metric: str, ylabel: str, title: str, base=None,
-                refs=None) -> Figure:
-    """A per-bin metric vs train-frequency bin, one line per weight decay, one panel per model x corpus."""
+                refs=None, bins=None) -> Figure:
+    """A per-bin metric vs train-frequency bin, one line per weight decay (seed means, a band of +-1 std where
+    a point has several seeds), one panel per model x corpus; with `bins` (the per-seed table) a dot per seed."""
     df = df[(df["split"] == split) & (df["bin"] >= 0)] if len(df) else df
     panels = _panels(df, keys, base)
     if not panels:
         return _empty(f"no finished run with a {split} split")
+    has_seeds = bins is not None and len(bins)
+    seeds = dict(_panels(bins[(bins["split"] == split) & (bins["bin"] >= 0)], keys, base)) if has_seeds else {}
     fig, axes = _grid(1, len(panels), sharey=True)
     for ax, (label, sub) in zip(axes[0], panels):
         _decay_bands(ax, sub, "bin_lo", metric, colors)
+        _seed_dots(ax, seeds.get(label), "bin_lo", metric, colors)
         _reference_lines(ax, refs, sub)
         ax.set_xscale("log")
         ax.set_xlabel("train count of the bin (lower edge, log)")
@@ -199,24 +211,27 @@ def _bin_metric(df, split: str, colors: dict, keys, metric: str, ylabel: str, ti
         ax.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
     _decay_legend(fig, colors, set(df["weight_decay"]), refs=bool(refs))
-    fig.suptitle(f"{title} ({split}, final step; band = ±1 std over seeds)", fontsize=10)
+    fig.suptitle(f"{title} ({split}, final step; band = ±1 std over seeds" + ("; dots = seeds)" if has_seeds else ")"),
+                 fontsize=10)
     return fig
 
 
 def bin_loss(bins_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced", base=None,
-             refs=None) -> Figure:
+             refs=None, bins=None) -> Figure:
     """Per-bin loss vs train-frequency bin, one line per weight decay, one panel per model x corpus, with the
-    uniform and unigram reference losses (`refs`, see _reference_lines)."""
+    uniform and unigram reference losses (`refs`, see _reference_lines) and, given the per-seed table `bins`,
+    a dot per seed."""
     kind = "token-balanced" if metric == "loss_balanced" else "average"
     return _bin_metric(bins_by_seed, split, colors, keys, metric, f"{kind} loss per bin ({split}, nats)",
-                       "Loss per frequency bin by weight decay", base, refs)
+                       "Loss per frequency bin by weight decay", base, refs, bins)
 
 
-def bin_accuracy(bins_by_seed, split: str, colors: dict, keys, base=None) -> Figure:
+def bin_accuracy(bins_by_seed, split: str, colors: dict, keys, base=None, bins=None) -> Figure:
     """Per-bin token-balanced accuracy (mean of each seen id's argmax accuracy) vs train-frequency bin, one
-    line per weight decay, one panel per model x corpus."""
+    line per weight decay, one panel per model x corpus; given the per-seed table `bins`, a dot per seed."""
     return _bin_metric(bins_by_seed, split, colors, keys, "acc_balanced",
-                       f"token-balanced accuracy per bin ({split})", "Next-token accuracy per frequency bin", base)
+                       f"token-balanced accuracy per bin ({split})", "Next-token accuracy per frequency bin", base,
+                       bins=bins)
 
 
 def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced", base=None,
@@ -349,7 +364,8 @@ def decay_heatmap(decay_effects, split: str, keys, base=None) -> Figure:
         ax.set_title(f"{label}\n(vs decay {ref:g})", fontsize=9)
     fig.colorbar(im, ax=axes[0].tolist(), label="loss increase over the smallest decay (nats)")
     fig.suptitle(f"Change of each bin's token-balanced loss with weight decay ({split}, final step, seed means)\n"
-                 "* = significant (paired t-test over seeds, Holm-corrected over the bins)", fontsize=10)
+                 "* = significant (paired t-test over seeds, Holm-corrected over the panel's bins x decays)",
+                 fontsize=10)
     return fig
 
 

@@ -78,14 +78,14 @@ def reference_losses(vocabularies) -> dict:
             for r in vocabularies.to_dict("records")}
 
 
-@figure("bin_loss", ["bins_by_seed", "vocabularies"], per_split=True,
-        caption="Token-balanced loss per train-frequency bin, one line per weight decay; the uniform and "
-                "unigram losses for reference ({split})")
+@figure("bin_loss", ["bins_by_seed", "bins", "vocabularies"], per_split=True,
+        caption="Token-balanced loss per train-frequency bin, one line per weight decay, a dot per seed; the "
+                "uniform and unigram losses for reference ({split})")
 def _bin_loss(t, split, ctx):
     from . import plots
 
     return plots.bin_loss(t["bins_by_seed"], split, ctx.colors, ctx.others, base=ctx.base,
-                          refs=reference_losses(t["vocabularies"]))
+                          refs=reference_losses(t["vocabularies"]), bins=t["bins"])
 
 
 @figure("bin_curves", ["bin_curves_by_seed", "vocabularies"], per_split=True,
@@ -106,12 +106,13 @@ def _decay_heatmap(t, split, ctx):
     return plots.decay_heatmap(t["decay_effects"], split, ctx.others, base=ctx.base)
 
 
-@figure("bin_accuracy", ["bins_by_seed"], per_split=True,
-        caption="Token-balanced next-token accuracy per train-frequency bin, one line per weight decay ({split})")
+@figure("bin_accuracy", ["bins_by_seed", "bins"], per_split=True,
+        caption="Token-balanced next-token accuracy per train-frequency bin, one line per weight decay, a dot per "
+                "seed ({split})")
 def _bin_accuracy(t, split, ctx):
     from . import plots
 
-    return plots.bin_accuracy(t["bins_by_seed"], split, ctx.colors, ctx.others, base=ctx.base)
+    return plots.bin_accuracy(t["bins_by_seed"], split, ctx.colors, ctx.others, base=ctx.base, bins=t["bins"])
 
 
 @figure("loss_vs_decay", ["runs_by_seed", "vocabularies"],
@@ -256,7 +257,8 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-PLAIN = {"weight_decay", "seed", "n_params", "final_step", "n_seeds", "n_tested", "n_rose", "n_fell"}  # as %g
+PLAIN = {"weight_decay", "seed", "n_params", "final_step", "n_seeds", "n_tested", "n_rose", "n_fell",
+         "n_inconclusive"}  # as %g
 
 
 def df_table(df, cols: list[tuple[str, str]], axes=()) -> str:
@@ -289,23 +291,34 @@ def significance_flags(effects):
 
 def significance_counts(effects, others: list[str], splits: Iterable[str] = ()):
     """Per other axes x split x decay (against its reference decay) from a decay_effects table: n_tested bins,
-    n_rose / n_fell those whose loss rose / fell significantly (significance_flags). Rows sorted by the other
-    axes, then the splits in the order `splits` (others after them), then decay."""
+    n_rose / n_fell those whose loss rose / fell significantly (significance_flags), n_inconclusive the tested
+    bins whose `verdict` is inconclusive (too few seeds for the sign-flip test, or seeds that disagree). Rows
+    sorted by the other axes, then the splits in the order `splits` (others after them), then decay."""
     import pandas as pd
 
     keys = [*others, "split", "weight_decay_ref", "weight_decay"]
-    cols = [*keys, "n_tested", "n_rose", "n_fell"]
+    n = ["n_tested", "n_rose", "n_fell", "n_inconclusive"]
+    cols = [*keys, *n]
     if effects is None or not len(effects):
         return pd.DataFrame(columns=cols)
     d = effects[effects["weight_decay"] != effects["weight_decay_ref"]].copy()
     d["n_tested"], d["n_rose"], d["n_fell"] = significance_flags(d)
+    d["n_inconclusive"] = d["n_tested"] & (d["verdict"] == "inconclusive")
     order = list(dict.fromkeys([*splits, *sorted(set(d["split"]))]))
     d["split"] = pd.Categorical(d["split"], categories=order)
-    out = d.groupby(keys, dropna=False, sort=True, observed=True)[["n_tested", "n_rose", "n_fell"]].sum().reset_index()
+    out = d.groupby(keys, dropna=False, sort=True, observed=True)[n].sum().reset_index()
     out["split"] = out["split"].astype(str)
-    for c in ("n_tested", "n_rose", "n_fell"):
+    for c in n:
         out[c] = out[c].astype("int64")
     return out[cols]
+
+
+def holm_families(effects, others: list[str]) -> str:
+    """The README's words for the Holm families of a decay_effects table: the number of tests of each
+    (one number, or the range when the families differ)."""
+    sizes = effects.loc[effects["p_value"].notna()].groupby([*others, "split"], dropna=False)["holm_family_size"].first()
+    lo, hi = int(sizes.min()), int(sizes.max())
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,21 +353,30 @@ def _significance_section(plan, tables, extra, runs) -> list[str]:
     """README lines: per model (x other axes) x split x decay, how many bins' loss rose / fell significantly
     over the reference decay."""
 
+    from .metrics import min_seeds
+
     level = plan["aggregate"]["significance_level"]
+    effects = tables["decay_effects"]
     lines = ["\n## Which bins change significantly with weight decay\n",
              "Per train-frequency bin, a paired two-sided Student t-test over seeds of the per-seed difference of "
              "the bin's token-balanced loss (final step) between a decay and the reference (smallest) decay, over "
-             "the seeds both have (at least two); the p-values are Holm-Bonferroni corrected over the bins tested "
-             f"within each model (x other axes) x split x decay, and a bin counts when the corrected p < {level:g}. "
-             "With one seed nothing can be tested. Every p-value is in [decay_effects.csv](decay_effects.csv) "
-             "(t_stat, p_value, p_holm, significant).\n"]
-    counts = significance_counts(tables["decay_effects"], plan.other_axes, plan.splits)
+             "the seeds both have (at least two); the p-values are Holm-Bonferroni corrected over all the bins x "
+             "decays tested within each model (x other axes) x split, one panel of the decay heat map and one "
+             "block of the table below, and a bin counts when the corrected p < "
+             f"{level:g}. With one seed nothing can be tested. The t-test assumes the per-seed differences are "
+             "normal; beside it an exact sign-flip permutation test (p_perm) assumes only that they are "
+             f"symmetric, and cannot reach {level:g} with fewer than {min_seeds(level)} paired seeds (its smallest "
+             "p is 2 / 2^n): a bin's verdict is *inconclusive* below that many seeds or when the seeds' differences "
+             "disagree in sign, whatever the t-test says. Every p-value is in [decay_effects.csv](decay_effects.csv) "
+             "(t_stat, p_value, p_holm, significant, p_perm, holm_family_size, verdict).\n"]
+    counts = significance_counts(effects, plan.other_axes, plan.splits)
     if not len(counts) or not counts["n_tested"].any():
         lines.append("No bin could be tested: no decay has two or more seeds paired with the reference decay.\n")
         return lines
+    lines.append(f"Holm over the {holm_families(effects, plan.other_axes)} tests of each model (x other axes) x split.\n")
     cols = [("model", "model"), *[(a, a) for a in extra], ("split", "split"), ("weight_decay", "decay"),
             ("weight_decay_ref", "vs decay"), ("n_tested", "bins tested"), ("n_rose", "loss rose"),
-            ("n_fell", "loss fell")]
+            ("n_fell", "loss fell"), ("n_inconclusive", "inconclusive")]
     if len(runs) and (runs["corpus"].nunique() > 1 or runs["tokenizer"].nunique() > 1):
         cols = [("corpus", "corpus"), ("tokenizer", "tokenizer"), *cols]
     lines.append(df_table(counts, cols, [*extra, "weight_decay_ref"]) + "\n")
