@@ -176,8 +176,8 @@ def publish(plan, summary_dir: str, out_dir: str, command: str) -> list[str]:
         eff = in_study(effects, members, "main")
         level = plan["aggregate"]["significance_level"]
         lines += [f"Bins whose token-balanced loss differs from decay {eff['weight_decay_ref'].min():g} "
-                  f"(paired t-test over seeds, Holm-corrected over the bins x decays of each model x split, level {level:g}): "
-                  "up / down / tested.", ""]
+                  "(paired t-test over seeds, Holm-corrected over the bins x decays of each model x split, "
+                  f"level {level:g}): up / down / tested.", ""]
         rows = []
         for (model, split, wd), d in eff[eff["weight_decay"] != eff["weight_decay_ref"]].groupby(
                 ["model", "split", "weight_decay"], sort=True):

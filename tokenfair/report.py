@@ -316,7 +316,8 @@ def significance_counts(effects, others: list[str], splits: Iterable[str] = ()):
 def holm_families(effects, others: list[str]) -> str:
     """The README's words for the Holm families of a decay_effects table: the number of tests of each
     (one number, or the range when the families differ)."""
-    sizes = effects.loc[effects["p_value"].notna()].groupby([*others, "split"], dropna=False)["holm_family_size"].first()
+    tested = effects.loc[effects["p_value"].notna()]
+    sizes = tested.groupby([*others, "split"], dropna=False)["holm_family_size"].first()
     lo, hi = int(sizes.min()), int(sizes.max())
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
@@ -373,7 +374,8 @@ def _significance_section(plan, tables, extra, runs) -> list[str]:
     if not len(counts) or not counts["n_tested"].any():
         lines.append("No bin could be tested: no decay has two or more seeds paired with the reference decay.\n")
         return lines
-    lines.append(f"Holm over the {holm_families(effects, plan.other_axes)} tests of each model (x other axes) x split.\n")
+    lines.append(f"Holm over the {holm_families(effects, plan.other_axes)} tests of each model (x other axes) x "
+                 "split.\n")
     cols = [("model", "model"), *[(a, a) for a in extra], ("split", "split"), ("weight_decay", "decay"),
             ("weight_decay_ref", "vs decay"), ("n_tested", "bins tested"), ("n_rose", "loss rose"),
             ("n_fell", "loss fell"), ("n_inconclusive", "inconclusive")]
