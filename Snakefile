@@ -26,7 +26,6 @@ if not workflow.overwrite_configfiles:
 CFG = tfconfig.resolve(config)
 config.update(CFG)
 PLAN = tfplan.build(CFG)
-tfconfig.check_embeddings(CFG, PLAN.points)
 
 
 report: "report/workflow.rst"

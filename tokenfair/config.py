@@ -405,28 +405,6 @@ def _check_results_dir(results_dir: str) -> None:
         raise ConfigError(f"config key results_dir: {results_dir} {what}; it must name a folder (new or existing)")
 
 
-def check_embeddings(cfg: dict, points) -> None:
-    """A given tokenizer (type: file) has no id beyond the embedding of a model it is trained with
-    (models.<m>.vocab_size, when set; unset, the embedding is the tokenizer's size). `points`: the grid points
-    (tokenfair.plan.Plan.points: model, tok, studies); called once the plan is built."""
-    from .presets import resolve_model_spec
-    from .resources import vocab_size
-
-    for p in points:
-        m, tid = p["model"], p["tok"]
-        rows = resolve_model_spec(model_spec(cfg, m), key=f"models.{m}").get("vocab_size")
-        spec = cfg["tokenizers"][tid]
-        if rows is None or spec["type"] != "file":
-            continue
-        n_ids = vocab_size(cfg, tid)
-        if n_ids > rows:
-            raise ConfigError(
-                f"config key models.{m}.vocab_size: {rows} embedding rows, but tokenizers.{tid} "
-                f"({spec['path']}) has {n_ids} ids (study {', '.join(p['studies'])}); raise vocab_size to at "
-                f"least {n_ids} or leave it unset (the tokenizer's size)"
-            )
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m tokenfair.config check FILE...`: each config file's YAML (file:line:column of a syntax
     error), then `resolve` (the schema, the names, the files it names); the grid's own checks

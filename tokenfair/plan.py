@@ -367,11 +367,37 @@ def run_settings(cfg, point: dict, extra: list[str]) -> dict:
 
 def build(cfg: dict) -> Plan:
     """The plan of a resolved config. ConfigError for what only the grid shows: settings of a point that
-    cannot run together, an `only:` axis or value the grid does not have."""
+    cannot run together, a given tokenizer larger than the embedding of a model it trains, an `only:` axis or
+    value the grid does not have."""
     points = grid(cfg)
+    _check_embeddings(cfg, points)
     extra = extra_axes(cfg)
     selected = select(cfg, points, [*FIXED_AXES, *extra, "seed"])
     return Plan(cfg, points, [key(p) for p in selected])
+
+
+def _check_embeddings(cfg, points) -> None:
+    """A given tokenizer (type: file) has no id beyond the embedding of a model it is trained with
+    (models.<m>.vocab_size, when set; unset, the embedding is the tokenizer's size): checked once per model x
+    tokenizer the grid trains, naming the studies of its first point."""
+    from .presets import resolve_model_spec
+    from .resources import vocab_size
+
+    pairs = {}
+    for p in points:
+        pairs.setdefault((p["model"], p["tok"]), p["studies"])
+    for (m, tid), studies in pairs.items():
+        rows = resolve_model_spec(model_spec(cfg, m), key=f"models.{m}").get("vocab_size")
+        spec = cfg["tokenizers"][tid]
+        if rows is None or spec["type"] != "file":
+            continue
+        n_ids = vocab_size(cfg, tid)
+        if n_ids > rows:
+            raise ConfigError(
+                f"config key models.{m}.vocab_size: {rows} embedding rows, but tokenizers.{tid} "
+                f"({spec['path']}) has {n_ids} ids (study {', '.join(studies)}); raise vocab_size to at "
+                f"least {n_ids} or leave it unset (the tokenizer's size)"
+            )
 
 
 def from_dict(data: Mapping) -> Plan:
