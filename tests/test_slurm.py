@@ -308,13 +308,18 @@ def test_every_train_job_went_through_sbatch_with_one_gpu(grid_runs):
         assert (run_folder(work, run) / paths.RUN_PER_TOKEN).is_file()
 
 
-@pytest.mark.slurm
-def test_slurm_results_equal_a_local_run(grid_runs):
-    work, local, _ = grid_runs
+def assert_same_per_token(work, local):
+    """Every run of RUNS wrote a non-empty per_token.parquet equal to the local run's."""
     for run in RUNS:
         a = pq.read_table(run_folder(work, run) / paths.RUN_PER_TOKEN)
         b = pq.read_table(run_folder(local, run) / paths.RUN_PER_TOKEN)
         assert a.num_rows > 0 and a.equals(b), run
+
+
+@pytest.mark.slurm
+def test_slurm_results_equal_a_local_run(grid_runs):
+    work, local, _ = grid_runs
+    assert_same_per_token(work, local)
     freq = paths.path("frequency", "results", corpus="sotu", tok="bpe", split="train")
     assert pq.read_table(work / freq).to_pandas().equals(pq.read_table(local / freq).to_pandas())  # NaN == NaN
 
@@ -352,10 +357,7 @@ def test_runs_sharing_a_gpu_run_side_by_side_and_equal_separate_runs(shared_runs
     assert all(j["TresPerNode"] == "gres:shard:2" for j in jobs)
     # 4 runs on the cluster's 2 GPUs: three or more at once means two of them on one GPU
     assert _most_at_once(jobs) >= 3, [(j["StartTime"], j["EndTime"]) for j in jobs]
-    for run in RUNS:
-        a = pq.read_table(run_folder(work, run) / paths.RUN_PER_TOKEN)
-        b = pq.read_table(run_folder(local, run) / paths.RUN_PER_TOKEN)
-        assert a.num_rows > 0 and a.equals(b), run
+    assert_same_per_token(work, local)
 
 
 LONG = "model~tiny-xs/weight_decay~0.0/seed~{}"  # seeds 1 and 2: new grid points, long enough to interrupt

@@ -25,8 +25,7 @@ import subprocess
 import numpy as np
 import torch
 
-from .io import atomic_dir, atomic_path
-from .tokenization import load_tokenizer
+from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
