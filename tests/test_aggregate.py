@@ -55,6 +55,11 @@ def norm_values(counts, point):
     return emb, (emb.copy() if tied else 2.0 * emb + 0.1), tied
 
 
+def norm_scale(step):
+    """The synthetic norms at an evaluation step: the final ones times 2 at step 0, 1.5 at 50, 1 at the end."""
+    return 2.0 - step / STEPS[-1]
+
+
 def write_tree(cfg):
     """Frequency tables and one synthetic run per grid point: loss grows with decay for rare ids. Every split
     of plan.splits (ood-<corpus> included) is evaluated."""
@@ -94,8 +99,11 @@ def write_tree(cfg):
         os.makedirs(f["dir"], exist_ok=True)
         pq.write_table(table, f["per_token"])
         emb, unemb, tied = norm_values(counts, point)
-        pq.write_table(pa.table({"token_id": pa.array(np.arange(VOCAB, dtype=np.int64)),
-                                 "embedding_norm": pa.array(emb), "unembedding_norm": pa.array(unemb)}), f["norms"])
+        grow = np.repeat([norm_scale(s) for s in STEPS], VOCAB)  # a block per evaluation step, the last the final
+        pq.write_table(pa.table({"step": pa.array(np.repeat(np.array(STEPS, dtype=np.int32), VOCAB)),
+                                 "token_id": pa.array(np.tile(np.arange(VOCAB, dtype=np.int64), len(STEPS))),
+                                 "embedding_norm": pa.array(np.tile(emb, len(STEPS)) * grow),
+                                 "unembedding_norm": pa.array(np.tile(unemb, len(STEPS)) * grow)}), f["norms"])
         with open(f["run_json"], "w") as fh:
             json.dump({"parameters": 1000 if point["model"] == "tiny-xs" else 5000, "seed": point["seed"],
                        "tied_embeddings": tied}, fh)
@@ -290,6 +298,34 @@ def test_embedding_norms_by_hand(study):
     shown = [ax for ax in fig.axes if ax.axison]
     assert len(shown) == 3 and all(ax.get_xscale() == "log" for ax in shown)
     assert sum("tied" in ax.get_title() for ax in shown) == 1
+
+
+def test_embedding_norm_curves(study):
+    """Every evaluation step's norms per bin: the last step is embedding_norms, step s is it times norm_scale(s);
+    the figure has a column per decay, a row per matrix (one for the tied tiny-xs), a line per bin."""
+    from matplotlib.lines import Line2D
+
+    from tokenfair import plots
+
+    cfg, counts, res = study
+    en, curves, by_seed = res["embedding_norms"], res["embedding_norm_curves"], res["embedding_norm_curves_by_seed"]
+    assert sorted(set(curves["step"])) == list(STEPS) and len(curves) == len(STEPS) * len(en)
+    keys = ["model", "weight_decay", "seed", "matrix", "bin"]
+    last = curves[curves["step"] == STEPS[-1]].set_index(keys).sort_index()
+    pd.testing.assert_series_equal(last["mean_norm"], en.set_index(keys).sort_index()["mean_norm"])
+    for step in STEPS[:-1]:
+        at = curves[curves["step"] == step].set_index(keys).sort_index()
+        np.testing.assert_allclose(at["mean_norm"], norm_scale(step) * last["mean_norm"])
+    assert set(by_seed["n_seeds"]) == {2}
+    fig = plots.norm_curves(by_seed, cfg.other_axes)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 3 * 3  # rows: tiny-s embedding, tiny-s head, tiny-xs tied; columns: 3 decays
+    assert sum("tied" in ax.get_ylabel() for ax in shown) == 1  # the row label of tiny-xs, in its first column
+    n_bins = res["embedding_norms"]["bin"].nunique()
+    assert all(len([ln for ln in ax.get_lines() if isinstance(ln, Line2D)]) == n_bins for ax in shown)
+    unseen = [ln for ln in shown[0].get_lines() if ln.get_label() == "unseen"]
+    assert len(unseen) == 1 and unseen[0].get_linestyle() == "--"
+    assert shown[0].get_shared_y_axes().joined(shown[0], shown[1])  # a row shares its y axis
 
 
 def test_norms_are_checked(tmp_path, study):

@@ -52,7 +52,8 @@ def train(tmp_path_factory, data, frequency=None, weight_decay=0.0, **train_kw):
         out = tmp_path_factory.mktemp("run")
         settings = settings_for(weight_decay=weight_decay, **{**STEPS, **train_kw})
         info = tt.run(settings, out_dir=str(out), train_frequency=frequency, **data)
-        _RUNS[key] = (info, pq.read_table(out / paths.RUN_NORMS).to_pandas(), out)
+        norms = pq.read_table(out / paths.RUN_NORMS).to_pandas()  # a block per evaluation: the final model's
+        _RUNS[key] = (info, norms[norms["step"] == norms["step"].max()].reset_index(drop=True), out)
     return _RUNS[key]
 
 
@@ -84,6 +85,12 @@ def test_norms_file_matches_the_saved_model(tmp_path_factory, data):
     np.testing.assert_allclose(norms["embedding_norm"], torch.linalg.vector_norm(emb, dim=1).numpy(), rtol=1e-6)
     np.testing.assert_allclose(norms["unembedding_norm"], torch.linalg.vector_norm(head, dim=1).numpy(), rtol=1e-6)
     assert info["tied_embeddings"] is False  # tiny-xs is untied
+    every = pq.read_table(out / paths.RUN_NORMS).to_pandas()  # a block per evaluation step, as per_token's
+    assert sorted(set(every["step"])) == sorted(set(per_token(out)["step"]))
+    assert (every.groupby("step")["token_id"].count() == info["vocab_size"]).all()
+    start = initial_embedding(settings_for(weight_decay=0.1, **STEPS), info["vocab_size"])[: info["vocab_size"]]
+    np.testing.assert_allclose(every.loc[every["step"] == 0, "embedding_norm"],
+                               torch.linalg.vector_norm(start, dim=1).numpy(), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------

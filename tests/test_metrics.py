@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tokenfair import metrics as M
-from tokenfair.aggregate import read_per_token, summarise_run
+from tokenfair.errors import DataError
+from tokenfair.aggregate import read_per_token, summarise_norms, summarise_run
 
 FREQ = pd.DataFrame({
     "token_id": np.arange(6, dtype=np.int32),
@@ -383,3 +384,65 @@ def test_norms_by_bin(groups):
     n, mean = M.norms_by_bin([5, 1, 0], [9.0, 1.0, 10.0], groups)  # some ids only
     assert n.tolist() == [1, 0, 0, 1]
     np.testing.assert_allclose(mean, [9.0, np.nan, np.nan, 1.0])
+
+
+def test_norm_curves_per_bin_and_step(groups, tmp_path):
+    # norms.parquet with a block per evaluation step; bins -1 (id 5, unseen), 0 (id 4: one id), 1 (id 3),
+    # 2 (ids 1, 2); id 0 is special. Output head = 2 x embedding (untied).
+    emb = {0: [10.0, 1.0, 3.0, 5.0, 7.0, 9.0], 40: [20.0, 2.0, 4.0, 6.0, 8.0, 4.0]}
+    path = tmp_path / "norms.parquet"
+    pq.write_table(pa.table({"step": pa.array(np.repeat([0, 40], 6), pa.int32()),
+                             "token_id": np.tile(np.arange(6, dtype=np.int64), 2),
+                             "embedding_norm": pa.array(np.r_[emb[0], emb[40]], pa.float32()),
+                             "unembedding_norm": pa.array(2 * np.r_[emb[0], emb[40]], pa.float32())}), path)
+    out = summarise_norms(str(path), groups)
+    curves = pd.DataFrame(out["curves"])
+    assert not curves["tied_embeddings"].any()
+    got = curves.set_index(["step", "matrix", "bin"])["mean_norm"]
+    # step 0: unseen 9, [1,3) 7, [3,9) 5, [9,27) (1 + 3) / 2 = 2; step 40: 4, 8, 6, (2 + 4) / 2 = 3
+    assert [got[0, "embedding", b] for b in (-1, 0, 1, 2)] == [9.0, 7.0, 5.0, 2.0]
+    assert [got[40, "embedding", b] for b in (-1, 0, 1, 2)] == [4.0, 8.0, 6.0, 3.0]
+    assert [got[40, "unembedding", b] for b in (-1, 0, 1, 2)] == [8.0, 16.0, 12.0, 6.0]
+    assert curves.loc[curves["step"] == 40, "n_ids"].tolist() == [1, 1, 1, 2] * 2
+    final = pd.DataFrame(out["final"])  # the last step's block is the final model's
+    assert final["mean_norm"].tolist() == [4.0, 8.0, 6.0, 3.0, 8.0, 16.0, 12.0, 6.0]
+    # a file of the final model only (no step column) is one block at the given final step
+    pq.write_table(pa.table({"token_id": np.arange(6, dtype=np.int64), "embedding_norm": emb[0],
+                             "unembedding_norm": emb[0]}), path)
+    out = summarise_norms(str(path), groups, final_step=40)
+    assert set(out["curves"]["step"]) == {40} and out["final"]["tied_embeddings"].all()
+    pq.write_table(pa.table({"step": pa.array([0, 0], pa.int32()), "token_id": np.array([1, 1], dtype=np.int64),
+                             "embedding_norm": [1.0, 1.0], "unembedding_norm": [1.0, 1.0]}), path)
+    with pytest.raises(DataError, match="more than once at step 0"):
+        summarise_norms(str(path), groups)
+
+
+def test_regime_map_pairs_each_seed_with_its_own_reference():
+    # two data sizes (train_docs 10, 40), decays 0, 0.1, 1 (the largest, 1, against 0), seeds 0 and 1; bins
+    # -1 (unseen) and 0 (one id); the middle decay is not in the map.
+    rows = []
+    loss = {(10, 0.0, 0): 2.0, (10, 0.1, 0): 9.0, (10, 1.0, 0): 2.5, (10, 0.0, 1): 3.0, (10, 1.0, 1): 3.1,
+            (40, 0.0, 0): 1.0, (40, 1.0, 0): 1.75, (40, 0.0, 1): 0.5, (40, 1.0, 1): 1.5, (40, 0.1, 1): 7.0}
+    for (docs, wd, seed), v in loss.items():
+        for b, extra in ((-1, 1.0), (0, 0.0)):
+            rows.append({"model": "m", "train_docs": docs, "weight_decay": wd, "seed": seed, "split": "train",
+                         "bin": b, "bin_lo": 0 if b < 0 else 1, "bin_hi": 1 if b < 0 else 3, "n_types": 1,
+                         "loss_balanced": v + extra * wd})
+    bins = pd.DataFrame(rows)
+    runs = bins.drop_duplicates(["train_docs", "weight_decay", "seed"])[["model", "train_docs", "weight_decay",
+                                                                        "seed"]].copy()
+    runs["epochs"] = 200.0 / runs["train_docs"]  # 20 and 5
+    out = M.regime_map(bins, runs, ["model", "train_docs"])
+    assert len(out) == 2 * 2 * 2  # data sizes x seeds x bins
+    assert (out["weight_decay"] == 1.0).all() and (out["weight_decay_ref"] == 0.0).all()
+    got = out.set_index(["train_docs", "seed", "bin"])
+    # bin 0: the seed's own change; unseen: + 1 x decay
+    assert got.loc[(10, 0, 0), "delta"] == pytest.approx(0.5) and got.loc[(10, 1, 0), "delta"] == pytest.approx(0.1)
+    assert got.loc[(40, 0, 0), "delta"] == pytest.approx(0.75) and got.loc[(40, 1, 0), "delta"] == pytest.approx(1.0)
+    assert got.loc[(40, 1, -1), "delta"] == pytest.approx(2.0) and got.loc[(40, 1, -1), "loss_ref"] == 0.5
+    assert got.loc[(10, 0, 0), "epochs"] == 20.0 and got.loc[(40, 1, -1), "epochs"] == 5.0
+    # a seed without its reference run has no row; a group with one decay neither; no epochs column: NaN
+    part = M.regime_map(bins[~((bins["seed"] == 1) & (bins["weight_decay"] == 0.0))], runs[["model", "train_docs",
+                        "weight_decay", "seed"]], ["model", "train_docs"])
+    assert sorted(set(part["seed"])) == [0] and part["epochs"].isna().all()
+    assert not len(M.regime_map(bins[bins["weight_decay"] == 0.0], runs, ["model", "train_docs"]))

@@ -24,7 +24,7 @@ def test_the_registry_names_every_figure_in_order():
     names = R.figure_names(splits)
     assert names == [f"{k}_{s}" for k in ("bin_loss", "bin_curves", "decay_heatmap", "bin_accuracy")
                                  for s in splits] + [
-        "loss_vs_decay", "learning_speed", "embedding_norms", "frequency"]
+        "loss_vs_decay", "learning_speed", "embedding_norms", "frequency", "embedding_norm_curves"]
     for stem in names:  # every name parses back (an ood split's corpus name may hold underscores)
         kind, split = R.parse_figure_stem(stem, splits)
         assert (f"{kind}_{split}" if split else kind) == stem and kind in R.FIGURES
@@ -34,6 +34,17 @@ def test_the_registry_names_every_figure_in_order():
     for kind in R.FIGURES.values():  # each kind's report caption exists and its tables are the aggregation's
         assert os.path.isfile(os.path.join(ROOT, kind.report_caption)), kind.report_caption
         assert set(kind.tables) <= set(paths.SUMMARY_TABLES) | {"vocabularies"}, kind.name
+
+
+def test_the_regime_map_is_drawn_only_when_a_study_varies_the_epochs(tmp_path):
+    plain = make_cfg(tmp_path, models=["tiny-xs"])
+    assert "regime_map" not in R.figure_names(plain.splits, plain) and not R.varies_epochs(plain)
+    varied = make_cfg(tmp_path, models=["tiny-xs"], studies={"regime": {"axes": {"steps": [100, 200]}}})
+    names = R.figure_names(varied.splits, varied)
+    assert names[-1] == "regime_map" and R.parse_figure_stem("regime_map", varied.splits) == ("regime_map", None)
+    assert os.path.join(A.summary_dir(varied["results_dir"]), "figures", "regime_map.png") in \
+        A.summary_outputs(varied)["figures"]
+    assert "regime_map" not in R.figure_names(varied.splits)  # without a plan: the unconditional kinds only
 
 
 def _count_figure(tables, split, ctx):
@@ -108,3 +119,34 @@ def test_significance_is_decided_by_the_sign_of_delta():
                                                                                  ["train", 2, 1, 1]]
     # a verdict counts as inconclusive among the tested bins only (the validation bin has no test)
     assert counts["n_inconclusive"].tolist() == [0, 1]
+
+
+def _regime_table():
+    """A regime map of one model: epochs 2 and 20, two seeds, bins unseen and [1,3), train and validation."""
+    rows = []
+    for epochs, docs in ((2.0, 100), (20.0, 10)):
+        for seed in (0, 1):
+            for split in ("train", "validation"):
+                for b in (-1, 0):
+                    rows.append({"corpus": "c", "tokenizer": "t", "model": "m", "train_docs": docs, "epochs": epochs,
+                                 "seed": seed, "weight_decay_ref": 0.0, "weight_decay": 1.0, "split": split, "bin": b,
+                                 "bin_lo": 0 if b < 0 else 1, "bin_hi": 1 if b < 0 else 3, "n_types": 1,
+                                 "delta": 0.1 * epochs * (1 if split == "train" else -1) + 0.01 * seed + 0.05 * b})
+    return pd.DataFrame(rows)
+
+
+def test_regime_map_figure():
+    from matplotlib.collections import PathCollection
+
+    from tokenfair import plots
+
+    fig = plots.regime_map(_regime_table(), ["corpus", "tokenizer", "model", "train_docs"])
+    train, val = [ax for ax in fig.axes if ax.get_visible()]
+    assert train.get_xscale() == val.get_xscale() == "log"
+    assert train.get_shared_y_axes().joined(train, val)
+    assert "train" in train.get_title() and "validation" in val.get_title()
+    lines = {ln.get_label(): ln for ln in train.get_lines() if not ln.get_label().startswith("_")}
+    assert set(lines) == {"unseen", "[1,3)"} and lines["unseen"].get_linestyle() == "--"
+    np.testing.assert_allclose(lines["[1,3)"].get_ydata(), [0.205, 2.005])  # the seed means at epochs 2, 20
+    dots = [c for c in train.collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in dots) == 2 * 2 * 2  # a dot per seed x epochs x bin

@@ -70,6 +70,7 @@ def ckpt_step(path: Path) -> int:
 
 def assert_same_as(ref: Path, out: Path):
     assert (out / paths.RUN_PER_TOKEN).read_bytes() == (ref / paths.RUN_PER_TOKEN).read_bytes()
+    assert (out / paths.RUN_NORMS).read_bytes() == (ref / paths.RUN_NORMS).read_bytes()  # the norms of every eval
     cols = lambda p: [r.split(",")[:4] for r in (p / paths.RUN_LOG).read_text().splitlines()]  # noqa: E731
     assert cols(out) == cols(ref)  # step, loss, lr, grad_norm: identical too
     assert not (out / paths.RUN_CHECKPOINT).exists()

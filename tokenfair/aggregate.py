@@ -27,7 +27,10 @@ Outputs (each table as .parquet and .csv; the metric definitions, seed statistic
   holm_family_size), the bin's least-squares slope of loss against decay, the exact sign-flip permutation test
   over seeds (p_perm) and a verdict (up / down / none / inconclusive; tokenfair.metrics).
 - embedding_norms: one row per run x matrix (embedding / unembedding) x train-frequency bin: the mean L2 row
-  norm of the bin's ids in the final model (norms.parquet), and n_ids; embedding_norms_by_seed over seeds.
+  norm of the bin's ids in the final model (norms.parquet's last step), and n_ids; embedding_norms_by_seed
+  over seeds. embedding_norm_curves (and _by_seed): the same at every evaluation step (a `step` column).
+- regime_map: per other axes x seed x split x bin, the bin's loss change from the smallest to the largest decay,
+  paired per seed, with the run's train_docs and epochs when runs.csv has them (metrics.regime_map).
 - partial aggregation only: missing (the grid points without a finished run).
 - membership: one row per grid point x study it belongs to, with the point's axes and run folder
   (tokenfair.publish selects a study's rows with it; the README does not list it).
@@ -77,7 +80,8 @@ def summary_outputs(plan, partial: bool = False) -> dict[str, list[str]]:
     formats = plan["aggregate"]["figure_formats"]
     return {
         "tables": [os.path.join(d, f"{t}.{e}") for t in tables for e in ("csv", "parquet")],
-        "figures": [os.path.join(d, paths.FIGURE_DIR, f"{f}.{e}") for f in figure_names(plan.splits) for e in formats],
+        "figures": [os.path.join(d, paths.FIGURE_DIR, f"{f}.{e}") for f in figure_names(plan.splits, plan)
+                    for e in formats],
         "readme": [os.path.join(d, paths.SUMMARY_README)],
     }
 
@@ -241,37 +245,67 @@ def summarise_run(per_token_path: str, groups) -> dict:
             "per_type": per_type}
 
 
-def summarise_norms(norms_path: str, groups, tied=None) -> dict:
-    """Mean embedding and unembedding row norms per train-frequency bin of one run's norms.parquet (special
-    ids left out): columns tied_embeddings, matrix, bin, bin_lo, bin_hi, n_ids, mean_norm (one row per matrix x
-    bin). `tied` (run.json's tied_embeddings) unset: tied when the two norm columns are equal."""
+def read_norms(norms_path: str, groups, final_step: int | None = None) -> list:
+    """The blocks of one run's norms.parquet, checked: [(step, token_id [n], {matrix: norms [n] float64})] in step
+    order, one per evaluation step. A file without a `step` column (written before the norms were recorded at
+    every evaluation) is one block at `final_step`."""
     import numpy as np
 
-    from .io import read_parquet
-    from .metrics import norms_by_bin
+    from .io import parquet_file
 
-    table = read_parquet(norms_path, NORM_COLUMNS, what="the run's embedding norms", use_threads=False)
-    for c in NORM_COLUMNS:
+    pf = parquet_file(norms_path, "the run's embedding norms", NORM_COLUMNS)
+    has_step = "step" in pf.schema_arrow.names
+    table = pf.read(columns=(["step"] if has_step else []) + NORM_COLUMNS, use_threads=False)
+    for c in table.column_names:
         if table.column(c).null_count:
             raise DataError(f"{norms_path}: column {c} has null values")
     ids = table.column("token_id").to_numpy().astype(np.int64)
     if len(ids) and (ids.min() < 0 or ids.max() >= groups.vocab_size):
         raise DataError(f"{norms_path}: token_id outside the vocabulary (0 .. {groups.vocab_size - 1}) of the "
                         "corpus x tokenizer's frequency table")
-    if len(np.unique(ids)) != len(ids):
-        raise DataError(f"{norms_path}: a token_id appears more than once")
+    step = table.column("step").to_numpy().astype(np.int64) if has_step else np.full(len(ids), final_step or 0)
     norms = {m: table.column(f"{m}_norm").to_numpy().astype(np.float64) for m in MATRICES}
+    blocks = []
+    for s in np.unique(step):
+        at = step == s
+        if len(np.unique(ids[at])) != int(at.sum()):
+            raise DataError(f"{norms_path}: a token_id appears more than once" + (f" at step {s}" if has_step else ""))
+        blocks.append((int(s), ids[at], {m: v[at] for m, v in norms.items()}))
+    return blocks
+
+
+def _norm_rows(ids, norms: dict, groups, tied: bool) -> dict:
+    """Columns tied_embeddings, matrix, bin, bin_lo, bin_hi, n_ids, mean_norm of one block of row norms (one row
+    per matrix x bin; special ids left out)."""
+    import numpy as np
+
+    from .metrics import norms_by_bin
+
+    nb, k = groups.n_bins, len(MATRICES)
+    per = [norms_by_bin(ids, norms[m], groups) for m in MATRICES]
+    return {"tied_embeddings": np.full(nb * k, bool(tied)), "matrix": np.repeat(np.array(MATRICES, dtype=object), nb),
+            "bin": np.tile(groups.bins, k), "bin_lo": np.tile(groups.bin_lo, k), "bin_hi": np.tile(groups.bin_hi, k),
+            "n_ids": np.concatenate([n for n, _ in per]), "mean_norm": np.concatenate([v for _, v in per])}
+
+
+def summarise_norms(norms_path: str, groups, tied=None, final_step: int | None = None) -> dict:
+    """Mean embedding and unembedding row norms per train-frequency bin of one run's norms.parquet (special
+    ids left out): {"final": the final model's (the last block), "curves": every evaluation step's (a `step`
+    column more)}, each columns tied_embeddings, matrix, bin, bin_lo, bin_hi, n_ids, mean_norm (one row per
+    [step x] matrix x bin). `tied` (run.json's tied_embeddings) unset: tied when the final model's two norm
+    columns are equal. `final_step`: the step of a file without a step column (read_norms)."""
+    import numpy as np
+
+    blocks = read_norms(norms_path, groups, final_step)
+    if not blocks:
+        raise DataError(f"{norms_path}: no rows")
+    _, ids, norms = blocks[-1]
     if tied is None:
         tied = bool(np.array_equal(norms["embedding"], norms["unembedding"]))
-    nb = groups.n_bins
-    out = {"tied_embeddings": np.full(nb * len(MATRICES), bool(tied)),
-           "matrix": np.repeat(np.array(MATRICES, dtype=object), nb),
-           "bin": np.tile(groups.bins, len(MATRICES)), "bin_lo": np.tile(groups.bin_lo, len(MATRICES)),
-           "bin_hi": np.tile(groups.bin_hi, len(MATRICES))}
-    per = [norms_by_bin(ids, norms[m], groups) for m in MATRICES]
-    out["n_ids"] = np.concatenate([n for n, _ in per])
-    out["mean_norm"] = np.concatenate([v for _, v in per])
-    return out
+    curves = [{"step": np.full(2 * groups.n_bins, s, dtype=np.int64), **_norm_rows(i, n, groups, tied)}
+              for s, i, n in blocks]
+    return {"final": _norm_rows(ids, norms, groups, tied),
+            "curves": {k: np.concatenate([c[k] for c in curves]) for k in curves[0]}}
 
 
 def _run_job(job: dict) -> dict:
@@ -286,7 +320,8 @@ def _run_job(job: dict) -> dict:
     if not os.path.exists(job["norms"]):
         raise DataError(f"{job['norms']}: the run's embedding norms do not exist (see docs/architecture.md)")
     tied = meta.get("tied_embeddings")
-    out["norms"] = summarise_norms(job["norms"], groups, tied if isinstance(tied, bool) else None)
+    norms = summarise_norms(job["norms"], groups, tied if isinstance(tied, bool) else None, out["final_step"])
+    out["norms"], out["norm_curves"] = norms["final"], norms["curves"]
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -327,7 +362,7 @@ def collect(plan, points: list[dict], workers: int = 1) -> dict:
             raise DataError(f"{freq}: the train frequency table of {p['corpus']} x {p['tok']} does not exist")
         jobs.append({"per_token": f["per_token"], "run_json": f["run_json"], "norms": f["norms"],
                      "frequency": freq, "rare_percentile": rare})
-    runs, bins, curves, norms, secs = [], [], [], [], 0.0
+    runs, bins, curves, norms, norm_curves, secs = [], [], [], [], [], 0.0
     idents, per_types = [], []
     for p, res in zip(points, map_runs(jobs, workers)):
         ident = plan.identity(p)
@@ -336,7 +371,7 @@ def collect(plan, points: list[dict], workers: int = 1) -> dict:
         runs.append({**{k: v for k, v in ident.items() if k != "seed"}, "seed": ident["seed"],
                      "n_params": res["n_params"], "final_step": res["final_step"], "run": p["run"],
                      "studies": studies_label(p), **res["run"]})
-        for kind, store in (("bins", bins), ("curves", curves), ("norms", norms)):
+        for kind, store in (("bins", bins), ("curves", curves), ("norms", norms), ("norm_curves", norm_curves)):
             cols = res[kind]
             n = len(cols["bin"])
             store.append(pd.DataFrame({**{k: [v] * n for k, v in ident.items()}, **cols}))
@@ -352,10 +387,11 @@ def collect(plan, points: list[dict], workers: int = 1) -> dict:
     order = [*first, "n_params", *[c for c in plan.identity(points[0]) if c not in first]] if points else []
     runs_df = runs_df[order + [c for c in runs_df.columns if c not in order]] if len(runs_df) else runs_df
     frame = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    out = {"runs": runs_df, "bins": frame(bins), "bin_curves": frame(curves), "embedding_norms": frame(norms)}
+    out = {"runs": runs_df, "bins": frame(bins), "bin_curves": frame(curves), "embedding_norms": frame(norms),
+           "embedding_norm_curves": frame(norm_curves)}
     for df in out.values():
         numeric_axes(df, plan.extra_axes)
-    for name in ("bins", "bin_curves", "embedding_norms"):
+    for name in ("bins", "bin_curves", "embedding_norms", "embedding_norm_curves"):
         df = out[name]
         if len(df):
             for c in ("bin", "bin_lo", "bin_hi", "step", "n_ids"):
@@ -419,7 +455,7 @@ def aggregate(plan, partial: bool = False, workers: int = 1, out_dir: str | None
     import pandas as pd
 
     from .io import write_table
-    from .metrics import decay_effects, seed_stats
+    from .metrics import decay_effects, regime_map, seed_stats
     from .report import vocabularies, write_figures, write_readme
 
     t0 = time.perf_counter()
@@ -449,6 +485,10 @@ def aggregate(plan, partial: bool = False, workers: int = 1, out_dir: str | None
     tables["embedding_norms_by_seed"] = seed_stats(
         tables["embedding_norms"], [*seed_keys, "tied_embeddings", "matrix", "bin", "bin_lo", "bin_hi", "n_ids"],
         ["mean_norm"])
+    tables["embedding_norm_curves_by_seed"] = seed_stats(
+        tables["embedding_norm_curves"],
+        [*seed_keys, "tied_embeddings", "matrix", "bin", "bin_lo", "bin_hi", "n_ids", "step"], ["mean_norm"])
+    tables["regime_map"] = regime_map(tables["bins"], tables["runs"], others)
     miss = pd.DataFrame([{**plan.identity(m), "run": m["run"], "reason": m["reason"]} for m in missing],
                         columns=[*plan.identity(plan.points[0]), "run", "reason"])
     tables["missing"] = miss

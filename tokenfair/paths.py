@@ -30,7 +30,7 @@ RUN_PER_TOKEN = "per_token.parquet"
 RUN_LOG = "train_log.csv"
 RUN_JSON = "run.json"
 RUN_MODEL = "model"
-RUN_NORMS = "norms.parquet"  # final embedding / unembedding row norms per token id
+RUN_NORMS = "norms.parquet"  # embedding / unembedding row norms per token id at every evaluation step
 RUN_CHECKPOINT = "ckpt"  # not a declared output: it survives a failed or killed job
 RUN_TENSORBOARD = "tensorboard"  # TensorBoard event files (train.tensorboard); not a declared output
 # The outputs of a train job, by name (rules/train.smk); RUN_MODEL is a folder.
@@ -43,10 +43,14 @@ SUMMARY = "summary"
 PARTIAL = os.path.join(SUMMARY, "partial")
 # the summary tables (each .parquet and .csv)
 SUMMARY_TABLES = ("runs", "runs_by_seed", "bins", "bins_by_seed", "bin_curves", "bin_curves_by_seed", "decay_effects",
-                  "embedding_norms", "embedding_norms_by_seed")
+                  "embedding_norms", "embedding_norms_by_seed", "embedding_norm_curves",
+                  "embedding_norm_curves_by_seed", "regime_map")
 SUMMARY_README = "README.md"
 FIGURE_DIR = "figures"  # the summary's figures, under its folder
 MEMBERSHIP = "membership"  # summary table: the studies of each grid point (long form)
+# The axes that change how many epochs a run sees: a study varying one gets the regime_map figure (loss change
+# against epochs; tokenfair.report)
+REGIME_AXES = ("train_docs", "steps")
 
 # Job logs and Snakemake benchmarks: <results_dir>/logs/<rule>/..., <results_dir>/benchmarks/<rule>/...
 LOGS = "logs"

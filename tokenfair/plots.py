@@ -493,3 +493,124 @@ def gap_vs_decay(panels: dict[str, list[tuple[str, list[float], list[float]]]], 
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].set_axis_off()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# mechanism over training, the regime map
+
+
+BIN_CMAP = "viridis"  # frequency colour: dark = rare, bright = frequent; the unseen bin is grey and dashed
+UNSEEN_STYLE = {"color": "0.45", "ls": "--", "marker": "x"}
+
+
+def bin_colors(bins) -> dict[int, tuple]:
+    """A fixed colour per train-frequency bin (the seen bins along BIN_CMAP, rare dark), grey for unseen (-1)."""
+    from matplotlib import colormaps
+
+    seen = sorted(int(b) for b in set(bins) if b >= 0)
+    pos = np.linspace(0.0, 0.9, len(seen)) if len(seen) > 1 else [0.0]
+    out = {b: colormaps[BIN_CMAP](p) for b, p in zip(seen, pos)}
+    return {**out, -1: UNSEEN_STYLE["color"]} if any(b < 0 for b in bins) else out
+
+
+def bin_label(b: int, lo: int, hi: int, n: int | None = None) -> str:
+    """A bin's name: "unseen" for bin -1 (train count 0), else its train-count range "[lo,hi)"; with n,
+    the number of ids on a second line."""
+    name = "unseen" if b < 0 else f"[{lo:,},{hi:,})"
+    return name if n is None else f"{name}\nn={n:,}"
+
+
+def _bin_line(ax, x, y, b: int, colors, label: str, **kw):
+    style = {"color": colors.get(b, "gray"), "ls": "-", "marker": "o"} if b >= 0 else dict(UNSEEN_STYLE)
+    ax.plot(x, y, ms=3, lw=1.4, label=label, **{**style, **kw})
+
+
+def norm_curves(curves_by_seed, keys, base=None) -> Figure:
+    """Mean row norm of each train-frequency bin over training steps, one line per bin (frequency colour, the
+    unseen bin grey and dashed), one column per weight decay; rows: per model x corpus (x extra axes) the input
+    embedding and the output head, or one row when the model ties them (one matrix, said in the title)."""
+    df = curves_by_seed
+    if len(df):
+        df = df[np.isfinite(df["mean_norm_mean"].astype(float))]
+    panels = _panels(df, keys, base)
+    if not panels:
+        return _empty("no finished run with embedding norms yet")
+    decays = sorted(set(df["weight_decay"]))
+    rows = []
+    for label, sub in panels:
+        tied = bool(sub["tied_embeddings"].astype(bool).all())
+        for matrix in ["embedding"] if tied else ["embedding", "unembedding"]:
+            what = "tied: embedding = output head (one matrix)" if tied else \
+                "input embedding" if matrix == "embedding" else "output head (unembedding)"
+            rows.append((f"{label}\n{what}", sub[sub["matrix"] == matrix]))
+    colors = bin_colors(df["bin"])
+    fig, axes = _grid(len(rows), len(decays), w=3.4, h=2.8, sharey="row")
+    for r, (label, sub) in enumerate(rows):
+        for c, wd in enumerate(decays):
+            ax = axes[r][c]
+            for b, d in sub[sub["weight_decay"] == wd].groupby("bin"):
+                d = d.sort_values("step")
+                _bin_line(ax, d["step"], d["mean_norm_mean"], int(b), colors,
+                          bin_label(int(b), int(d["bin_lo"].iloc[0]), int(d["bin_hi"].iloc[0])))
+            if r == 0:
+                ax.set_title(f"weight decay {wd:g}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{label}\nmean row L2 norm", fontsize=8)
+            if r == len(rows) - 1:
+                ax.set_xlabel("training step")
+            ax.grid(True, alpha=0.3)
+            ax.tick_params(labelsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes.ravel():  # every bin once, whichever panel has it
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside right center", title="train count of the bin", fontsize=8)
+    fig.suptitle("Mean embedding row norm per train-frequency bin over training (seed means)", fontsize=10)
+    return fig
+
+
+def regime_map(regime, keys, base=None) -> Figure:
+    """Each bin's loss change from the smallest to the largest decay (paired per seed) against the runs'
+    epochs (log x): a line through the seed means per bin (frequency colour; unseen grey, dashed), a dot per
+    seed; train and validation side by side with a shared y axis; a row per model x corpus (the data-size
+    axes, train_docs and steps, are the x axis, not panels)."""
+    df = regime
+    if len(df):
+        df = df[np.isfinite(df["delta"].astype(float)) & np.isfinite(df["epochs"].astype(float))]
+    splits = [s for s in ("train", "validation") if len(df) and (df["split"] == s).any()]
+    panel_keys = [k for k in keys if k not in paths.REGIME_AXES]
+    panels = _panels(df, panel_keys, base)
+    if not panels or not splits:
+        return _empty("no run with epochs and two decays yet")
+    colors = bin_colors(df["bin"])
+    fig, axes = _grid(len(panels), len(splits), w=4.6, h=3.4, sharey=True)
+    for r, (label, sub) in enumerate(panels):
+        for c, split in enumerate(splits):
+            ax = axes[r][c]
+            s = sub[sub["split"] == split]
+            for b, d in s.groupby("bin"):
+                mean = d.groupby("epochs")["delta"].mean()
+                _bin_line(ax, mean.index, mean.to_numpy(), int(b), colors,
+                          bin_label(int(b), int(d["bin_lo"].iloc[0]), int(d["bin_hi"].iloc[0])))
+                ax.scatter(d["epochs"], d["delta"], s=8, color=colors.get(int(b), "gray"), alpha=0.6, lw=0, zorder=3)
+            ax.axhline(0.0, color="0.3", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_xlabel("epochs (log)")
+            decays = s[["weight_decay_ref", "weight_decay"]].drop_duplicates()
+            vs = ", ".join(f"{t:g} − {f:g}" for f, t in decays.itertuples(index=False, name=None))
+            ax.set_title(f"{label}\n{split} (decay {vs})", fontsize=9)
+            if c == 0:
+                ax.set_ylabel("loss change (nats)")
+            ax.grid(True, alpha=0.3)
+    handles, labels = [], []
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside right center", title="train count of the bin", fontsize=8)
+    fig.suptitle("Regime map: each bin's token-balanced loss change, largest decay minus smallest, against "
+                 "epochs (final step; line = mean over seeds, dots = seeds)", fontsize=10)
+    return fig

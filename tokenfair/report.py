@@ -39,6 +39,7 @@ class FigureKind:
     tables: tuple[str, ...]  # the summary tables draw reads
     caption: str  # README caption; "{split}" is replaced by the split of a per-split figure
     per_split: bool
+    when: Callable | None = None  # (plan) -> bool: drawn only for the plans it accepts (None: always)
 
     @property
     def report_caption(self) -> str:
@@ -49,11 +50,12 @@ class FigureKind:
 FIGURES: dict[str, FigureKind] = {}
 
 
-def figure(name: str, tables: Iterable[str], caption: str, per_split: bool = False):
-    """Decorator: register a draw function (tables, split, ctx) -> Figure as the figure kind `name`."""
+def figure(name: str, tables: Iterable[str], caption: str, per_split: bool = False, when: Callable | None = None):
+    """Decorator: register a draw function (tables, split, ctx) -> Figure as the figure kind `name`; with
+    `when` (plan -> bool, cheap: called at planning time) only for the plans it accepts."""
 
     def register(draw):
-        FIGURES[name] = FigureKind(name, draw, tuple(tables), caption, per_split)
+        FIGURES[name] = FigureKind(name, draw, tuple(tables), caption, per_split, when)
         return draw
 
     return register
@@ -151,11 +153,38 @@ def _frequency(t, split, ctx):
     return plots.frequency_distribution(freq, ctx.plan["frequency"]["rare_percentile"])
 
 
-def figure_names(splits: Iterable[str]) -> list[str]:
-    """The stems of a study's figures: every per-split kind for each split, then the whole-study kinds."""
+@figure("embedding_norm_curves", ["embedding_norm_curves_by_seed"],
+        caption="Mean embedding and output-head row norm per train-frequency bin over training, one line per bin, "
+                "a column per weight decay (tied models: one matrix)")
+def _embedding_norm_curves(t, split, ctx):
+    from . import plots
+
+    return plots.norm_curves(t["embedding_norm_curves_by_seed"], ctx.others, base=ctx.base)
+
+
+def varies_epochs(plan) -> bool:
+    """Whether some study varies how many epochs its runs see (an axis of paths.REGIME_AXES: the number of
+    training documents, or of steps): the plans that get the regime map."""
+    from .paths import REGIME_AXES
+
+    return any(a in REGIME_AXES for a in plan.extra_axes)
+
+
+@figure("regime_map", ["regime_map"], when=varies_epochs,
+        caption="Regime map: each bin's loss change (largest decay minus smallest, paired per seed) against "
+                "epochs, train and validation side by side")
+def _regime_map(t, split, ctx):
+    from . import plots
+
+    return plots.regime_map(t["regime_map"], ctx.others, base=ctx.base)
+
+
+def figure_names(splits: Iterable[str], plan=None) -> list[str]:
+    """The stems of a study's figures: every per-split kind for each split, then the whole-study kinds; a kind
+    with a `when` only when `plan` is given and `when(plan)`."""
     splits = list(splits)
-    per_split = [k for k in FIGURES.values() if k.per_split]
-    return [f"{k.name}_{s}" for k in per_split for s in splits] + [k.name for k in FIGURES.values() if not k.per_split]
+    kinds = [k for k in FIGURES.values() if k.when is None or (plan is not None and k.when(plan))]
+    return [f"{k.name}_{s}" for k in kinds if k.per_split for s in splits] + [k.name for k in kinds if not k.per_split]
 
 
 def parse_figure_stem(stem: str, splits: Iterable[str]) -> tuple[str, str | None]:
@@ -217,7 +246,7 @@ def write_figures(plan, tables: dict, out_dir: str, note: str | None, workers: i
     from .paths import FIGURE_DIR
 
     os.makedirs(os.path.join(out_dir, FIGURE_DIR), exist_ok=True)
-    stems = figure_names(plan.splits)
+    stems = figure_names(plan.splits, plan)
     small = {t: tables[t] for t in figure_tables()}
     jobs = [(stem, plan, small, out_dir, note) for stem in stems]
     if workers <= 1:

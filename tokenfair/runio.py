@@ -2,8 +2,8 @@
 
 Checkpoint: `<run>/ckpt/checkpoint.pt`, written atomically (temporary name, fsync, rename) and resumed only
 when its `fingerprint` (the settings that change results, the inputs' sizes) and `CHECKPOINT_VERSION` match.
-Outputs: per_token.parquet (`per_token_table`), norms.parquet (`embedding_norms`), train_log.csv
-(`write_log_csv`), run.json (`run_info`), and the TensorBoard
+Outputs: per_token.parquet (`per_token_table`), norms.parquet (`row_norms` at each evaluation,
+`norms_table`), train_log.csv (`write_log_csv`), run.json (`run_info`), and the TensorBoard
 event files in tensorboard/ (`TensorBoard`), written while the run trains. model/ is
 `tokenfair.export.save_model`'s.
 """
@@ -30,7 +30,7 @@ from .io import atomic_path
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_VERSION = 2  # 2: the optimizer's named parameter groups (tokenfair.optim)
+CHECKPOINT_VERSION = 3  # 2: the optimizer's named parameter groups (tokenfair.optim); 3: row norms per evaluation
 LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s")
 # Train settings that change how a run executes but not what it computes: a checkpoint written under
 # other values of these is still resumed (bit-identity across a resume needs the same thread count).
@@ -131,17 +131,29 @@ def final_metrics(rows: list, step: int, n_ids: int) -> dict:
     return final
 
 
-def embedding_norms(model: torch.nn.Module, n_ids: int):
-    """norms.parquet: per tokenizer id, the L2 norm of its input-embedding row and of its output-head row."""
-    import pyarrow as pa
-
+def row_norms(model: torch.nn.Module, n_ids: int) -> np.ndarray:
+    """[2, n_ids] float32: per tokenizer id, the L2 norm of its input-embedding row (0) and of its output-head
+    row (1); the two are equal when the model ties them."""
     with torch.no_grad():
         emb = model.get_input_embeddings().weight[:n_ids].float()
         head = model.get_output_embeddings().weight[:n_ids].float()
-        e = torch.linalg.vector_norm(emb, dim=1).double().cpu().numpy()
-        u = torch.linalg.vector_norm(head, dim=1).double().cpu().numpy()
-    return pa.table({"token_id": pa.array(np.arange(n_ids, dtype=np.int64)), "embedding_norm": pa.array(e),
-                     "unembedding_norm": pa.array(u)})
+        return torch.stack([torch.linalg.vector_norm(emb, dim=1),
+                            torch.linalg.vector_norm(head, dim=1)]).cpu().numpy()
+
+
+def norms_table(rows: list, n_ids: int):
+    """norms.parquet (docs/architecture.md) from [(step, row_norms [2, n_ids])]: one block of n_ids rows per
+    evaluation step, in step order; the last block is the final model's."""
+    import pyarrow as pa
+
+    rows = sorted(rows, key=lambda r: r[0])
+    norms = np.stack([r[1] for r in rows]) if rows else np.zeros((0, 2, n_ids), dtype=np.float32)
+    return pa.table({
+        "step": pa.array(np.repeat(np.array([r[0] for r in rows], dtype=np.int32), n_ids), pa.int32()),
+        "token_id": pa.array(np.tile(np.arange(n_ids, dtype=np.int64), len(rows)), pa.int64()),
+        "embedding_norm": pa.array(norms[:, 0].reshape(-1).astype(np.float32), pa.float32()),
+        "unembedding_norm": pa.array(norms[:, 1].reshape(-1).astype(np.float32), pa.float32()),
+    })
 
 
 def write_log_csv(rows: list[dict], path: str) -> None:

@@ -51,8 +51,8 @@ from .device import autocast_for, compile_decoder, device_name, micro_batch, pic
 from .errors import DataError, TokenfairError
 from .io import write_json, write_parquet
 from .losses import evaluate, final_hidden, training_loss
-from .runio import (CHECKPOINT_FILE, CHECKPOINT_VERSION, TensorBoard, embedding_norms, final_metrics, fingerprint,
-                    load_checkpoint, per_token_table, rng_state, run_info, save_checkpoint,
+from .runio import (CHECKPOINT_FILE, CHECKPOINT_VERSION, TensorBoard, final_metrics, fingerprint,
+                    load_checkpoint, norms_table, per_token_table, rng_state, row_norms, run_info, save_checkpoint,
                     set_rng_state, set_special_ids, write_log_csv)
 from .tokenization import load_tokenizer, special_ids, vocab_size
 from .windows import Data, WindowSampler, eval_steps, get_batch, load_data
@@ -261,10 +261,11 @@ class RunState:
     interval: dict = field(default_factory=_interval)  # loss and gradient norm sums, steps, time since the last row
     totals: dict = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0,
                                                   "elapsed_s": 0.0, "resumes": 0})
+    norm_rows: list = field(default_factory=list)   # row norms at each evaluation: (step, np [2, n_ids] float32)
     pending_steps: list = field(default_factory=list)  # (step, loss, grad-norm device tensors) since the flush
     pending_eval: list = field(default_factory=list)   # (step, split, [3, n_emb] device tensor)
 
-    CARRIED = ("step", "rows", "log_rows", "interval", "totals")
+    CARRIED = ("step", "rows", "norm_rows", "log_rows", "interval", "totals")
 
     def state_dict(self) -> dict:
         assert not (self.pending_steps or self.pending_eval), "flush before a checkpoint"
@@ -443,8 +444,10 @@ def loss_kwargs(train: dict) -> dict:
 
 
 def evaluate_splits(job: Job, state: RunState, at_step: int) -> float:
-    """Queue the per-id sums of every evaluation split (read at the next flush); returns the seconds taken."""
+    """Queue the per-id sums of every evaluation split (read at the next flush) and record the embedding and
+    output-head row norms (norms.parquet); returns the seconds taken."""
     t0 = time.perf_counter()
+    state.norm_rows.append((at_step, row_norms(job.model, job.n_ids)))
     starts = job.data.final if at_step == job.train["steps"] else job.data.starts
     for split in job.data.splits:
         sums = evaluate(job.model, job.data.shards[split], starts[split], job.train["seq_len"],
@@ -489,7 +492,7 @@ def write_outputs(job: Job, state: RunState, tokenizer_json: str, tokenizer_spec
     )
     write_json(info, os.path.join(out_dir, paths.RUN_JSON))
     write_log_csv(state.log_rows, os.path.join(out_dir, paths.RUN_LOG))
-    write_parquet(embedding_norms(model, job.n_ids), os.path.join(out_dir, paths.RUN_NORMS))
+    write_parquet(norms_table(state.norm_rows, job.n_ids), os.path.join(out_dir, paths.RUN_NORMS))
     write_parquet(per_token_table(state.rows, job.n_ids, job.data.splits), os.path.join(out_dir, paths.RUN_PER_TOKEN))
     shutil.rmtree(job.ckpt_dir, ignore_errors=True)
     log.info("%s: done in %.1f s; final %s", out_dir, info["timings"]["elapsed_s"],
