@@ -392,6 +392,12 @@ def test_ood_split_null_axes_and_studies(tmp_path):
     assert any("tie_embeddings=null" in lab and "embedding_decay_alpha=null" in lab for lab in labels)
     readme = open(os.path.join(out, "README.md")).read()
     assert "ood-web_news" in readme and "| null |" in readme
+    # the study's docs page: a column of rare / frequent loss per study beside main, train over validation
+    from tokenfair.publish import publish
+
+    written = publish(cfg, out, str(tmp_path / "published"), "snakemake publish")
+    assert str(tmp_path / "published" / "gap_vs_decay.png") in written
+    assert "Rare (solid) and frequent (dashed)" in (tmp_path / "published" / "README.md").read_text()
 
 
 def test_partial_lists_the_missing_points(tmp_path):

@@ -446,3 +446,8 @@ def test_regime_map_pairs_each_seed_with_its_own_reference():
                         "weight_decay", "seed"]], ["model", "train_docs"])
     assert sorted(set(part["seed"])) == [0] and part["epochs"].isna().all()
     assert not len(M.regime_map(bins[bins["weight_decay"] == 0.0], runs, ["model", "train_docs"]))
+    # every decay's paired changes: the middle decay 0.1 has seed 0 at 10 docs and seed 1 at 40 docs
+    every = M.paired_changes(bins, ["model", "train_docs"]).set_index(["train_docs", "weight_decay", "seed", "bin"])
+    assert len(every) == len(out) + 2 * 2
+    assert every.loc[(10, 0.1, 0, 0), "delta"] == pytest.approx(7.0)
+    assert every.loc[(40, 0.1, 1, -1), "delta"] == pytest.approx(6.6)  # 7 + 0.1 - 0.5

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from tokenfair import aggregate as A
 from tokenfair import paths
 from tokenfair import report as R
-from tokenfair.metrics import unigram_entropy
+from tokenfair.metrics import seed_stats, unigram_entropy
 from test_aggregate import VOCAB, make_cfg, write_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_the_registry_names_every_figure_in_order():
     splits = ["train", "validation", "ood-py_docs"]
     names = R.figure_names(splits)
-    assert names == [f"{k}_{s}" for k in ("bin_loss", "bin_curves", "decay_heatmap", "bin_accuracy")
+    assert names == [f"{k}_{s}" for k in ("bin_loss", "bin_loss_change", "bin_curves", "decay_heatmap", "bin_accuracy")
                                  for s in splits] + [
         "loss_vs_decay", "learning_speed", "embedding_norms", "frequency", "embedding_norm_curves"]
     for stem in names:  # every name parses back (an ood split's corpus name may hold underscores)
@@ -150,3 +150,96 @@ def test_regime_map_figure():
     np.testing.assert_allclose(lines["[1,3)"].get_ydata(), [0.205, 2.005])  # the seed means at epochs 2, 20
     dots = [c for c in train.collections if isinstance(c, PathCollection)]
     assert sum(len(c.get_offsets()) for c in dots) == 2 * 2 * 2  # a dot per seed x epochs x bin
+
+
+def _bins(seeds, models=("m",)):
+    """A per-seed bins table: decays 0, 0.01, 1; bins unseen (5 ids), [1,3) (one id), [3,9) (3 ids); the
+    seed's loss at a decay = 1 + decay x (2 - bin) + 0.1 seed (+ 0.5 for model n, the unseen bin + 1)."""
+    rows = []
+    for model in models:
+        for wd in (0.0, 0.01, 1.0):
+            for seed in seeds:
+                for split in ("train", "validation"):
+                    for b, lo, hi, n in ((-1, 0, 1, 5), (0, 1, 3, 1), (1, 3, 9, 3)):
+                        loss = 1 + wd * (2 - b) + 0.1 * seed + (0.5 if model == "n" else 0) + (b < 0)
+                        rows.append({"corpus": "c", "tokenizer": "t", "model": model, "weight_decay": wd, "seed": seed,
+                                     "split": split, "bin": b, "bin_lo": lo, "bin_hi": hi, "n_types": n,
+                                     "loss_balanced": loss, "acc_balanced": 0.5})
+    bins = pd.DataFrame(rows)
+    keys = ["corpus", "tokenizer", "model", "weight_decay", "split", "bin", "bin_lo", "bin_hi"]
+    return bins, seed_stats(bins, keys, ["loss_balanced", "acc_balanced"])
+
+
+OTHERS = ["corpus", "tokenizer", "model"]
+
+
+def _legend_styles(fig):
+    return {h.get_label(): (h.get_color(), h.get_marker()) for h in fig.legends[0].legend_handles}
+
+
+def test_bin_loss_figure_a_reader_can_trust():
+    from matplotlib.collections import PolyCollection
+
+    from tokenfair import plots
+
+    colors = plots.decay_colors([0.0, 0.01, 1.0])
+    bins, by_seed = _bins([0, 1], models=("m", "n"))
+    fig = plots.bin_loss(by_seed, "validation", colors, OTHERS, bins=bins)
+    a, b = [ax for ax in fig.axes if ax.get_visible()]
+    assert a.get_shared_y_axes().joined(a, b)  # the split's panels share y
+    ticks = [t.get_text() for t in a.get_xticklabels()]
+    assert ticks == ["unseen\nn=5", "[1,3)\nn=1", "[3,9)\nn=3"]
+    styles = _legend_styles(fig)
+    assert styles["wd 0"] != styles["wd 0.01"] and styles["wd 0"][1] != styles["wd 0.01"][1]  # other marker
+    assert any(isinstance(c, PolyCollection) for c in a.collections)  # two seeds: a band
+    assert "band = ±1 std over seeds" in fig._suptitle.get_text() and "unseen" in fig._suptitle.get_text()
+    bins1, by_seed1 = _bins([0])
+    fig = plots.bin_loss(by_seed1, "validation", colors, OTHERS, bins=bins1)
+    (a,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert not any(isinstance(c, PolyCollection) for c in a.collections)  # one seed: no band, and said so
+    assert "one seed: no band" in fig._suptitle.get_text()
+
+
+def test_bin_loss_change_is_paired_per_seed():
+    from matplotlib.collections import LineCollection, PathCollection
+
+    from tokenfair import plots
+    from tokenfair.metrics import paired_changes
+
+    colors = plots.decay_colors([0.0, 0.01, 1.0])
+    bins, _ = _bins([0, 1, 2])
+    changes = paired_changes(bins, OTHERS)
+    fig = plots.bin_loss_change(changes, "train", colors, OTHERS)
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["unseen\nn=5", "[1,3)\nn=1", "[3,9)\nn=3"]
+    means = [ln for ln in ax.get_lines() if ln.get_marker() == plots.decay_marker(colors, 1.0) and len(ln.get_xdata())]
+    # decay 1, each seed's change = 1 x (2 - bin) whatever the seed: [1,3) 2, [3,9) 1, unseen 3
+    assert sorted(np.concatenate([ln.get_ydata() for ln in means]).tolist()) == pytest.approx([1.0, 2.0, 3.0])
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in dots) == 2 * 3 * 3  # decays x bins x seeds
+    assert any(isinstance(c, LineCollection) for c in ax.collections)  # the 95% interval bars
+    one = plots.bin_loss_change(paired_changes(_bins([0])[0], OTHERS), "train", colors, OTHERS)
+    (ax,) = [a for a in one.axes if a.get_visible()]
+    assert not any(isinstance(c, LineCollection) for c in ax.collections)
+    assert "one seed: no interval" in one._suptitle.get_text()
+
+
+def test_gap_vs_decay_draws_rare_and_frequent_per_split():
+    from tokenfair import plots
+
+    def rows(shift):
+        return pd.DataFrame({"weight_decay": [0.0, 0.01, 1.0], "train_loss_rare_mean": [2.0 + shift, 2.1, 3.0],
+                             "train_loss_frequent_mean": [1.0, 1.0, 1.2], "validation_loss_rare_mean": [5.0, 5.0, 5.5],
+                             "validation_loss_frequent_mean": [3.0, 3.0, 3.1]})
+
+    fig = plots.gap_vs_decay({"alpha": [("alpha=0.5", rows(0.5)), ("base", rows(0.0))], "groups": [("base", rows(0))]})
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4  # train row over validation row, a column per study
+    (tr_a, tr_g), (va_a, va_g) = np.array(axes).reshape(2, 2)
+    assert all(ax.get_xscale() == "symlog" for ax in axes) and tr_a.get_shared_x_axes().joined(tr_a, va_g)
+    assert tr_a.get_shared_y_axes().joined(tr_a, tr_g) and not tr_a.get_shared_y_axes().joined(tr_a, va_a)
+    assert va_a.get_xlabel() == "weight decay (symlog)"
+    assert "nats" in tr_a.get_ylabel() and "validation" in va_a.get_ylabel()
+    assert len(tr_a.get_lines()) == 2 * 2  # rare and frequent per variant
+    styles = {(ln.get_linestyle(), ln.get_ydata()[0]) for ln in va_a.get_lines()}
+    assert styles == {("-", 5.0), ("--", 3.0)}

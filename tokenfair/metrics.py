@@ -57,9 +57,9 @@ Definitions (every metric leaves the special tokens out; "seen" means count > 0 
   the seeds' differences disagree in sign, else "up" / "down" when significant (by the sign of delta), else
   "none"; empty at the reference decay.
 - embedding norms per bin: the mean L2 norm of the rows of the non-special ids of each train-frequency bin.
-- regime map (`regime_map`, summary/regime_map.csv): per other axes (a data size among them) x seed x split x
-  bin, delta = that seed's bin loss at the group's largest decay minus its own at the smallest decay (paired
-  per seed, never a difference of seed means), beside the run's epochs (runs.csv).
+- paired changes (`paired_changes`): per seed, a bin's loss at a decay minus the same seed's at the smallest
+  decay (never a difference of seed means); the regime map (`regime_map`, summary/regime_map.csv) is the
+  largest decay's, per other axes (a data size among them) x seed x split x bin, beside the run's epochs.
 """
 
 from __future__ import annotations
@@ -621,37 +621,45 @@ def load_groups(freq_path: str, rare_percentile: float):
     return _GROUPS[key]
 
 
+def paired_changes(bins, others: list[str], metric: str = "loss_balanced"):
+    """Per other axes x seed x split x bin x decay above the group's smallest one (weight_decay_ref): the
+    change of `metric` paired per seed, delta = the seed's own metric at the decay (loss) minus its own at the
+    smallest decay (loss_ref), over the seeds both decays have. The mean of a bin x decay's deltas is
+    decay_effects' delta when every seed has both runs. A group with one decay has no row."""
+    import pandas as pd
+
+    cols = [*others, "seed", "weight_decay_ref", "weight_decay", "split", "bin", "bin_lo", "bin_hi", "n_types",
+            "loss_ref", "loss", "delta"]
+    if bins is None or not len(bins):
+        return pd.DataFrame(columns=cols)
+    b = bins[[*others, "weight_decay", "seed", "split", "bin", "bin_lo", "bin_hi", "n_types", metric]]
+    ref = b.groupby(others, dropna=False)["weight_decay"].min().rename("weight_decay_ref").reset_index()
+    b = b.merge(ref, on=others)
+    key = [*others, "seed", "split", "bin"]
+    at_ref = b[b["weight_decay"] == b["weight_decay_ref"]][[*key, metric]].rename(columns={metric: "loss_ref"})
+    out = b[b["weight_decay"] > b["weight_decay_ref"]].merge(at_ref, on=key).rename(columns={metric: "loss"})
+    out["delta"] = out["loss"] - out["loss_ref"]
+    out = out[cols].sort_values([*others, "split", "bin", "weight_decay", "seed"], kind="stable")
+    return out.reset_index(drop=True)
+
+
 REGIME_RUN_COLUMNS = ("train_docs", "epochs")  # runs.csv columns the regime map carries when present
 
 
 def regime_map(bins, runs, others: list[str], metric: str = "loss_balanced"):
-    """Per other axes x seed x split x bin: the change of `metric` from the group's smallest decay
-    (weight_decay_ref) to its largest (weight_decay), paired per seed: delta = the seed's own metric at the
-    largest decay minus its own at the smallest (loss, loss_ref), over the seeds both decays have; with the
-    columns of REGIME_RUN_COLUMNS that runs.csv has (of the run at the largest decay; NaN where missing), so
-    that the change can be drawn against epochs. A group with one decay has no row."""
-    import pandas as pd
-
+    """paired_changes at each group's largest decay only (loss change from the smallest to the largest decay,
+    paired per seed), with the columns of REGIME_RUN_COLUMNS that runs.csv has (of the run at the largest
+    decay; NaN where missing), so that the change can be drawn against epochs."""
     extra = [c for c in REGIME_RUN_COLUMNS if c not in others]
-    cols = [*others, *extra, "seed", "weight_decay_ref", "weight_decay", "split", "bin", "bin_lo", "bin_hi",
-            "n_types", "loss_ref", "loss", "delta"]
-    if bins is None or not len(bins):
-        return pd.DataFrame(columns=cols)
-    b = bins[[*others, "weight_decay", "seed", "split", "bin", "bin_lo", "bin_hi", "n_types", metric]]
-    span = b.groupby(others, dropna=False)["weight_decay"].agg(weight_decay_ref="min", top="max").reset_index()
-    span = span[span["top"] > span["weight_decay_ref"]]
-    key = [*others, "seed", "split", "bin"]
-    ref = b.merge(span, on=others)
-    ref = ref[ref["weight_decay"] == ref["weight_decay_ref"]][[*key, "weight_decay_ref", metric]]
-    top = b.merge(span[[*others, "top"]], on=others)
-    top = top[top["weight_decay"] == top["top"]].drop(columns="top")
-    out = top.merge(ref.rename(columns={metric: "loss_ref"}), on=key).rename(columns={metric: "loss"})
-    out["delta"] = out["loss"] - out["loss_ref"]
+    out = paired_changes(bins, others, metric)
+    if len(out):
+        out = out[out["weight_decay"] == out.groupby(others, dropna=False)["weight_decay"].transform("max")]
     have = [c for c in extra if runs is not None and c in runs.columns]
-    if have:
+    if have and len(out):
         out = out.merge(runs[[*others, "weight_decay", "seed", *have]], on=[*others, "weight_decay", "seed"],
                         how="left")
     for c in extra:
         if c not in out.columns:
             out[c] = np.nan
+    cols = [*others, *extra, *[c for c in out.columns if c not in others and c not in extra]]
     return out[cols].sort_values([*others, "split", "bin", "seed"], kind="stable").reset_index(drop=True)

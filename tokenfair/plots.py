@@ -71,6 +71,16 @@ def _color(colors, decay):
     return colors.get(float(decay), "gray")
 
 
+DECAY_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # with the colour: neighbours (0, 0.01) look different
+
+
+def decay_marker(colors, decay) -> str:
+    """The marker of a weight decay: one per decay of the study (the keys of `colors`), in decay order."""
+    order = sorted(colors)
+    d = float(decay)
+    return DECAY_MARKERS[order.index(d) % len(DECAY_MARKERS)] if d in order else "o"
+
+
 def axis_text(v) -> str:
     """How an axis value is printed in a label or table: null for an unset value (None / NaN), true / false,
     numbers in %g."""
@@ -127,28 +137,42 @@ def _empty(message: str = "no finished run yet") -> Figure:
     return fig
 
 
-def _band(ax, x, mean, std, color, **kw):
+def _band(ax, x, mean, std, color, marker: str = "o", **kw):
+    """A line with a band of +-std where std is finite (none where it is NaN: one seed)."""
     x, mean, std = (np.asarray(v, dtype=np.float64) for v in (x, mean, std))
-    ax.plot(x, mean, color=color, marker="o", ms=3, lw=1.5, **kw)
+    ax.plot(x, mean, color=color, marker=marker, ms=4, lw=1.5, **kw)
     ok = np.isfinite(std)
     if ok.any():
         ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=color, alpha=0.2, lw=0)
 
 
 def _decay_bands(ax, df, x: str, metric: str, colors, spread: str = "std"):
-    """One line per weight decay of `df`: the seed mean of `metric` against column `x` (sorted), with a band of
-    +-<metric>_<spread> (std, or ci95); a missing spread draws no band."""
+    """One line per weight decay of `df` (its colour and marker): the seed mean of `metric` against column `x`
+    (sorted), with a band of +-<metric>_<spread> (std, or ci95); a missing spread draws no band."""
     for wd, d in df.groupby("weight_decay"):
         d = d.sort_values(x)
         width = d[f"{metric}_{spread}"] if f"{metric}_{spread}" in d else np.full(len(d), np.nan)
-        _band(ax, d[x], d[f"{metric}_mean"], width, _color(colors, wd))
+        _band(ax, d[x], d[f"{metric}_mean"], width, _color(colors, wd), decay_marker(colors, wd))
+
+
+def _has_band(df, metric: str, spread: str = "std") -> bool:
+    """Whether a band is drawn: some point of df has a finite spread (two or more seeds)."""
+    col = f"{metric}_{spread}"
+    return bool(len(df)) and col in df and bool(np.isfinite(df[col].astype(float)).any())
+
+
+def band_note(has_band: bool, spread: str = "std") -> str:
+    """The caption's words for the band: what it is, or that there is none (one seed)."""
+    if not has_band:
+        return "one seed: no band"
+    return "band = ±1 std over seeds" if spread == "std" else "band = 95% Student-t interval over seeds"
 
 
 def _decay_legend(fig, colors, decays_present, refs: bool = False):
     """The figure's legend: a colour per weight decay, and the reference lines' styles when `refs`."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=_color(colors, d), marker="o", lw=2, label=f"wd {d:g}")
+    handles = [Line2D([], [], color=_color(colors, d), marker=decay_marker(colors, d), lw=2, label=f"wd {d:g}")
                for d in sorted(decays_present)]
     if handles and refs:
         handles += [Line2D([], [], color="0.4", ls=style, lw=1.0, label=label) for _, style, label in REFERENCES]
@@ -190,29 +214,69 @@ def _seed_dots(ax, runs, x: str, metric: str, colors) -> None:
                zorder=3)
 
 
+UNSEEN_X = 0.5  # where the unseen bin (train count 0) sits on a log axis of train counts: left of [1, 3)
+
+
+def _bin_ticks(ax, edges) -> None:
+    """Tick labels naming each bin drawn on a train-count axis and its number of ids: rows of `edges`
+    (bin, bin_lo, bin_hi, n_types; n_types may be missing), the unseen bin at UNSEEN_X."""
+    ax.minorticks_off()
+    xs, labels = [], []
+    for r in edges.itertuples(index=False):
+        n = getattr(r, "n_types", None)
+        xs.append(UNSEEN_X if r.bin < 0 else r.bin_lo)
+        labels.append(bin_label(int(r.bin), int(r.bin_lo), int(r.bin_hi), None if paths.is_null(n) else int(n)))
+    ax.set_xticks(xs, labels, fontsize=6)
+
+
+def _unseen_points(ax, df, metric: str, colors) -> bool:
+    """The unseen bin's seed mean per decay at UNSEEN_X: a marker and its std bar, no line; whether any."""
+    drawn = False
+    for wd, d in df.groupby("weight_decay"):
+        y = d[f"{metric}_mean"].astype(float).to_numpy()
+        if not np.isfinite(y).any():
+            continue
+        e = d[f"{metric}_std"].astype(float).to_numpy() if f"{metric}_std" in d else np.full(len(d), np.nan)
+        ax.errorbar(np.full(len(d), UNSEEN_X), y, yerr=np.where(np.isfinite(e), e, 0), ls="none",
+                    marker=decay_marker(colors, wd), mfc="none", color=_color(colors, wd), ms=6, capsize=2)
+        drawn = True
+    return drawn
+
+
 def _bin_metric(df, split: str, colors: dict, keys, metric: str, ylabel: str, title: str, base=None,
                 refs=None, bins=None) -> Figure:
     """A per-bin metric vs train-frequency bin, one line per weight decay (seed means, a band of +-1 std where
-    a point has several seeds), one panel per model x corpus; with `bins` (the per-seed table) a dot per seed."""
-    df = df[(df["split"] == split) & (df["bin"] >= 0)] if len(df) else df
+    a point has several seeds), one panel per model x corpus (a shared y axis); the unseen bin (train count 0)
+    as hollow markers left of the seen bins; tick labels name each bin and, given the per-seed table `bins`,
+    its number of ids, and a dot per seed."""
+    df = df[df["split"] == split] if len(df) else df
     panels = _panels(df, keys, base)
     if not panels:
         return _empty(f"no finished run with a {split} split")
     has_seeds = bins is not None and len(bins)
     seeds = dict(_panels(bins[(bins["split"] == split) & (bins["bin"] >= 0)], keys, base)) if has_seeds else {}
+    n_ids = dict(_panels(bins[bins["split"] == split], keys, base)) if has_seeds else {}
     fig, axes = _grid(1, len(panels), sharey=True)
     for ax, (label, sub) in zip(axes[0], panels):
-        _decay_bands(ax, sub, "bin_lo", metric, colors)
+        seen = sub[sub["bin"] >= 0]
+        _decay_bands(ax, seen, "bin_lo", metric, colors)
         _seed_dots(ax, seeds.get(label), "bin_lo", metric, colors)
+        unseen = _unseen_points(ax, sub[sub["bin"] < 0], metric, colors)
         _reference_lines(ax, refs, sub)
         ax.set_xscale("log")
-        ax.set_xlabel("train count of the bin (lower edge, log)")
+        shown = sub if unseen else seen
+        edges = shown.drop_duplicates("bin")[["bin", "bin_lo", "bin_hi"]].sort_values("bin")
+        if label in n_ids:
+            edges = edges.merge(n_ids[label].drop_duplicates("bin")[["bin", "n_types"]], on="bin", how="left")
+        _bin_ticks(ax, edges)
+        ax.set_xlabel("train count of the bin (log; n = ids in the bin)")
         ax.set_title(label, fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
     _decay_legend(fig, colors, set(df["weight_decay"]), refs=bool(refs))
-    fig.suptitle(f"{title} ({split}, final step; band = ±1 std over seeds" + ("; dots = seeds)" if has_seeds else ")"),
-                 fontsize=10)
+    note = band_note(_has_band(df, metric))
+    fig.suptitle(f"{title} ({split}, final step; line = mean over seeds, {note}" + ("; dots = seeds" if has_seeds
+                 else "") + "; hollow = unseen in train)", fontsize=10)
     return fig
 
 
@@ -232,6 +296,58 @@ def bin_accuracy(bins_by_seed, split: str, colors: dict, keys, base=None, bins=N
     return _bin_metric(bins_by_seed, split, colors, keys, "acc_balanced",
                        f"token-balanced accuracy per bin ({split})", "Next-token accuracy per frequency bin", base,
                        bins=bins)
+
+
+def bin_loss_change(changes, split: str, colors: dict, keys, base=None) -> Figure:
+    """Each bin's token-balanced loss change from the smallest decay, paired per seed (metrics.paired_changes:
+    each seed's own run at a decay minus its own at the smallest decay): per decay a dot per seed, the mean of
+    the seeds' changes (line and marker) and the 95% Student-t interval of those changes as a bar (none with
+    one seed). x: the bins in train-count order, the unseen bin first (hollow, named "unseen"), each tick with
+    its number of ids; one panel per model x corpus (x extra axes), sharing the y axis."""
+    from .metrics import ci95_halfwidth
+
+    df = changes[(changes["split"] == split) & np.isfinite(changes["delta"].astype(float))] if len(changes) \
+        else changes
+    panels = _panels(df, keys, base)
+    if not panels:
+        return _empty(f"no decay paired with a reference run on {split}")
+    fig, axes = _grid(1, len(panels), w=4.8, sharey=True)
+    decays = sorted(set(df["weight_decay"]))
+    any_bar = False
+    for ax, (label, sub) in zip(axes[0], panels):
+        edges = sub.drop_duplicates("bin").sort_values("bin")[["bin", "bin_lo", "bin_hi", "n_types"]]
+        pos = {int(b): i for i, b in enumerate(edges["bin"])}
+        width = 0.6 / max(len(decays), 1)
+        for k, wd in enumerate(decays):
+            d = sub[sub["weight_decay"] == wd]
+            if not len(d):
+                continue
+            g = d.groupby("bin")["delta"].agg(["mean", "std", "count"]).reset_index()
+            x = np.array([pos[int(b)] for b in g["bin"]]) + (k - (len(decays) - 1) / 2) * width
+            ci = ci95_halfwidth(g["std"].to_numpy(), g["count"].to_numpy())
+            color, marker = _color(colors, wd), decay_marker(colors, wd)
+            seen = (g["bin"] >= 0).to_numpy()
+            ax.plot(x[seen], g["mean"].to_numpy()[seen], color=color, marker=marker, ms=5, lw=1.2)
+            ax.plot(x[~seen], g["mean"].to_numpy()[~seen], ls="none", color=color, marker=marker, mfc="none", ms=6)
+            ok = np.isfinite(ci)
+            if ok.any():
+                ax.errorbar(x[ok], g["mean"].to_numpy()[ok], yerr=ci[ok], ls="none", color=color, capsize=2, lw=1)
+                any_bar = True
+            dx = np.array([pos[int(b)] for b in d["bin"]]) + (k - (len(decays) - 1) / 2) * width
+            ax.scatter(dx, d["delta"], s=8, color=color, alpha=0.5, lw=0, zorder=3)
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.set_xticks(range(len(edges)), [bin_label(int(r.bin), int(r.bin_lo), int(r.bin_hi), int(r.n_types))
+                                          for r in edges.itertuples(index=False)], fontsize=6)
+        ax.set_xlabel("train count of the bin (n = ids in the bin)")
+        ref = sub["weight_decay_ref"].min()
+        ax.set_title(f"{label}\n(each seed vs its own run at decay {ref:g})", fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(f"loss change ({split}, nats)")
+    _decay_legend(fig, colors, set(df["weight_decay"]))
+    bars = "bars = 95% Student-t interval of the paired changes" if any_bar else "one seed: no interval"
+    fig.suptitle(f"Change of each bin's token-balanced loss from the smallest decay, paired per seed ({split}, final "
+                 f"step; dots = seeds, line = their mean, {bars}; hollow = unseen in train)", fontsize=10)
+    return fig
 
 
 def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "loss_balanced", base=None,
@@ -266,7 +382,8 @@ def bin_curves(curves_by_seed, split: str, colors: dict, keys, metric: str = "lo
             ax.grid(True, alpha=0.3)
             ax.tick_params(labelsize=7)
     _decay_legend(fig, colors, set(df["weight_decay"]), refs=bool(refs))
-    fig.suptitle(f"Token-balanced loss of each frequency bin over training ({split}; band = ±1 std over seeds)",
+    fig.suptitle(f"Token-balanced loss of each frequency bin over training ({split}; "
+                 f"{band_note(_has_band(df, metric))})",
                  fontsize=10)
     return fig
 
@@ -322,7 +439,8 @@ def learning_speed(bins_by_seed, splits, colors: dict, keys, base=None) -> Figur
             ax.set_title(label, fontsize=9)
             ax.grid(True, alpha=0.3)
     _decay_legend(fig, colors, set(df["weight_decay"]))
-    fig.suptitle("Learning speed per frequency bin (0 = learned at once, 1 = never improved; band = ±1 std)",
+    fig.suptitle("Learning speed per frequency bin (0 = learned at once, 1 = never improved; "
+                 f"{band_note(_has_band(df, 'learning_speed'))})",
                  fontsize=10)
     return fig
 
@@ -396,8 +514,8 @@ def embedding_norms(norms_by_seed, colors: dict, keys, base=None) -> Figure:
         if is_tied and n_cols == 2:
             axes[r][1].set_axis_off()
     _decay_legend(fig, colors, set(df["weight_decay"]))
-    fig.suptitle("Mean embedding row norm per train-frequency bin by weight decay (final model; band = ±1 std "
-                 "over seeds)", fontsize=10)
+    fig.suptitle("Mean embedding row norm per train-frequency bin by weight decay (final model; "
+                 f"{band_note(_has_band(df, 'mean_norm'))})", fontsize=10)
     return fig
 
 
@@ -464,34 +582,57 @@ def bin_loss_grid(bins_by_seed, models: list[str], splits: list[str], colors: di
     return fig
 
 
-def gap_vs_decay(panels: dict[str, list[tuple[str, list[float], list[float]]]], split: str) -> Figure:
-    """One panel per study: the rare-frequent gap against weight decay (symlog x), one line per variant, the
-    base (the main study's runs of the same model, tokenizer and seeds) in black, dashed."""
-    from matplotlib import colormaps
+GAP_SPLITS = ("train", "validation")
+GAP_METRICS = tuple(f"{s}_loss_{k}" for s in GAP_SPLITS for k in ("rare", "frequent"))  # runs.csv columns
 
-    n = len(panels)
-    cols = min(4, n)
-    rows = -(-n // cols)
-    fig, axes = _grid(rows, cols, w=3.8, h=3.0, sharey=True)
+
+def gap_vs_decay(panels: dict[str, list[tuple[str, "object"]]]) -> Figure:
+    """Rare (solid) and frequent (dashed) token-balanced loss against weight decay: one column per study, a row
+    per split of GAP_SPLITS the tables have (train above validation), all panels on one symlog decay axis and
+    each row on one loss axis. `panels`: {study: [(variant, its seed_stats rows over GAP_METRICS, by decay)]};
+    the variant "base" (the main study's runs of the same model, tokenizer and seeds) in black."""
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    frames = [d for lines in panels.values() for _, d in lines]
+    splits = [s for s in GAP_SPLITS if any(f"{s}_loss_rare_mean" in d.columns for d in frames)]
+    if not panels or not splits:
+        return _empty("no study beside main")
+    decays = sorted({float(w) for d in frames for w in d["weight_decay"]})
+    pos = [w for w in decays if w > 0]
+    fig, axes = _grid(len(splits), len(panels), w=3.8, h=3.0, sharex=True, sharey="row")
     cmap = colormaps["tab10"]
-    for k, (study, lines) in enumerate(panels.items()):
-        ax = axes[k // cols][k % cols]
+    for c, (study, lines) in enumerate(panels.items()):
         i = 0
-        for label, x, y in lines:
-            if label == "base":
-                ax.plot(x, y, color="black", ls="--", marker="o", ms=3, lw=1.2, label="base")
-            else:
-                ax.plot(x, y, color=cmap(i % 10), marker="o", ms=3, lw=1.5, label=label)
-                i += 1
-        ax.set_xscale("symlog", linthresh=0.01)
-        ax.set_title(study, fontsize=9)
-        ax.set_xlabel("weight decay")
-        if k % cols == 0:
-            ax.set_ylabel(f"rare − frequent loss, {split}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="best")
-    for k in range(n, rows * cols):
-        axes[k // cols][k % cols].set_axis_off()
+        for label, d in lines:
+            color = "black" if label == "base" else cmap(i % 10)
+            i += label != "base"
+            for r, split in enumerate(splits):
+                ax = axes[r][c]
+                for kind, ls, marker in (("rare", "-", "o"), ("frequent", "--", "s")):
+                    col = f"{split}_loss_{kind}_mean"
+                    if col in d.columns:
+                        ax.plot(d["weight_decay"], d[col], color=color, ls=ls, marker=marker, ms=3, lw=1.3,
+                                label=label if kind == "rare" else None)
+        for r, split in enumerate(splits):
+            ax = axes[r][c]
+            ax.set_title(f"{study} ({split})", fontsize=9)
+            ax.grid(alpha=0.3)
+            if c == 0:
+                ax.set_ylabel(f"{split} token-balanced loss (nats)")
+            if r == len(splits) - 1:
+                ax.set_xlabel("weight decay (symlog)" if pos else "weight decay")
+            if r == 0:
+                ax.legend(fontsize=6, loc="best")
+    if pos:
+        axes[0][0].set_xscale("symlog", linthresh=min(pos))
+    if len(decays) <= 8:
+        axes[0][0].set_xticks(decays, [f"{w:g}" for w in decays])
+    kinds = [Line2D([], [], color="0.3", ls="-", marker="o", label="rare ids"),
+             Line2D([], [], color="0.3", ls="--", marker="s", label="frequent ids")]
+    fig.legend(handles=kinds, loc="outside lower center" if fig.get_layout_engine() is not None else "lower center",
+               ncols=2, fontsize=8)
+    fig.suptitle("Rare and frequent token-balanced loss against weight decay (final step, seed means)", fontsize=10)
     return fig
 
 

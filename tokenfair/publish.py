@@ -135,6 +135,8 @@ def publish(plan, summary_dir: str, out_dir: str, command: str) -> list[str]:
     from .plots import decay_colors, save_figure
 
     os.makedirs(out_dir, exist_ok=True)
+    import pandas as pd
+
     from .metrics import seed_stats
 
     members = _read(summary_dir, paths.MEMBERSHIP)
@@ -211,35 +213,35 @@ def publish(plan, summary_dir: str, out_dir: str, command: str) -> list[str]:
                  "train_loss_balanced": "train balanced", "validation_loss_avg": "validation avg"}
         header = ["variant", "decay", "seeds"] + [names.get(m, "gap " + m[: -len(RARE_GAP) - 1]) for m in metrics]
         rows = []
-        curves: dict[str, tuple[list, list]] = {}
+        curves: dict[str, list] = {}  # variant -> its rows over seeds (plots.gap_vs_decay)
         for is_base, df in ((False, own), (True, base)):
             if df is None or not len(df):
                 continue
             keys = [*cols, "weight_decay"]
             df = df.assign(**{c: [_key_value(v) for v in df[c]] for c in cols})  # None / NaN group as "null"
             agg = seed_stats(df, keys, metrics)
+            shown = seed_stats(df, keys, [m for m in plots.GAP_METRICS if m in df.columns])
+            for _, r in shown.iterrows():
+                curves.setdefault("base" if is_base else ", ".join(f"{c}={r[c]}" for c in cols) or name, []).append(r)
             for _, r in agg.sort_values(keys).iterrows():
                 label = "base" if is_base else ", ".join(f"{c}={r[c]}" for c in cols) or name
                 rows.append([label, f"{r['weight_decay']:g}", str(int(r["n_seeds"]))]
                             + [metric(r, m) for m in metrics])
-                x, y = curves.setdefault(label, ([], []))
-                x.append(float(r["weight_decay"]))
-                y.append(float(r[f"train_{RARE_GAP}_mean"]))
         lines += [md_table(header, rows), ""]
-        for label, (x, y) in curves.items():
-            order = np.argsort(x)
-            gap_panels.setdefault(name, []).append((label, list(np.asarray(x)[order]), list(np.asarray(y)[order])))
+        for label, rs in curves.items():
+            gap_panels.setdefault(name, []).append((label, pd.DataFrame(rs).sort_values("weight_decay")))
         if norms is not None and len(norms) and set(cols) & EMBEDDING_AXES:
             lines += norm_table(in_study(norms, members, name), cols, name)
     if gap_panels:
-        fig = plots.gap_vs_decay(gap_panels, "train")
+        fig = plots.gap_vs_decay(gap_panels)
         stem = os.path.join(out_dir, "gap_vs_decay")
         save_figure(fig, [stem + ".png"])
         written.append(stem + ".png")
         lines[lines.index("## main: the paper's decays"):lines.index("## main: the paper's decays")] = [
-            "## Every variant at a glance", "", "![rare-frequent gap against decay](gap_vs_decay.png)", "",
-            "Train rare − frequent gap against weight decay, one panel per study: each variant, and its base "
-            "(black, dashed: the main study's runs of the same model, tokenizer and seeds).", ""]
+            "## Every variant at a glance", "", "![rare and frequent loss against decay](gap_vs_decay.png)", "",
+            "Rare (solid) and frequent (dashed) token-balanced loss against weight decay, train above validation, "
+            "one column per study: each variant, and its base (black: the main study's runs of the same model, "
+            "tokenizer and seeds); seed means.", ""]
     readme = os.path.join(out_dir, "README.md")
     with atomic_path(readme) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")

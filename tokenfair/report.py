@@ -90,6 +90,17 @@ def _bin_loss(t, split, ctx):
                           refs=reference_losses(t["vocabularies"]), bins=t["bins"])
 
 
+@figure("bin_loss_change", ["bins"], per_split=True,
+        caption="Each bin's loss change from the smallest weight decay, paired per seed: a dot per seed, their mean "
+                "and 95% t-interval ({split})")
+def _bin_loss_change(t, split, ctx):
+    from . import plots
+    from .metrics import paired_changes
+
+    return plots.bin_loss_change(paired_changes(t["bins"], ctx.others), split, ctx.colors, ctx.others,
+                                 base=ctx.base)
+
+
 @figure("bin_curves", ["bin_curves_by_seed", "vocabularies"], per_split=True,
         caption="Loss over training steps per frequency bin, one line per weight decay; the uniform and unigram "
                 "losses for reference ({split})")
