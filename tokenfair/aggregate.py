@@ -10,12 +10,13 @@ Outputs (each table as .parquet and .csv; the metric definitions, seed statistic
 - runs: one row per run: its axes (every axis of every study; an unset value is null), parameter count, its
   regime from run.json (embedding_share: embedding and output-head parameters over all, a tied matrix once;
   tokens_per_id: the tokens it trains on per tokenizer id; epochs: steps x tokens per step over those tokens;
-  cumulative_decay: the sum over steps of lr_t x weight decay), final step, run folder, studies (";"-joined names of the config's studies it belongs to, "main" = the top-level
-  grid); per split `<split>_<metric>` at the final step: tokens, types_seen, loss_avg, loss_balanced, acc_avg,
-  acc_balanced, ppl, loss_rare, loss_frequent, rare_gap, spearman, spearman_change (of log train count
-  and the per-type loss change from the run of the same seed at the smallest decay). Splits: train,
-  validation, test and ood-<corpus> per evaluation-only corpus, all binned by the run's own train counts
-  (of the training corpus's train split, or of its first train.train_docs documents).
+  cumulative_decay: the sum over steps of lr_t x weight decay), final step, run folder, studies (";"-joined
+  names of the config's studies it belongs to, "main" = the top-level grid); per split `<split>_<metric>` at
+  the final step: tokens, types_seen, loss_avg, loss_balanced, acc_avg, acc_balanced, ppl, loss_rare,
+  loss_frequent, rare_gap, spearman, spearman_change (of log train count and the per-type loss change from
+  the run of the same seed at the smallest decay). Splits: train, validation, test and ood-<corpus> per
+  evaluation-only corpus, all binned by the run's own train counts (of the training corpus's train split, or
+  of its first train.train_docs documents).
 - bins: one row per run x split x train-frequency bin at the final step, with the bin's learning speed
   (learning_speed, of the bin's balanced loss curve; learning_speed_token, the paper's mean of the ids' own)
   and steps_to_80pct.

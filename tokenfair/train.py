@@ -230,11 +230,11 @@ def setup(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokeni
 
 
 def regime(model: torch.nn.Module, train: dict, n_ids: int, train_tokens: int) -> dict:
-    """run.json's regime of a run (runs.csv has each): train_docs (null: the whole train split), train_tokens
-    (the tokens it trains on: the train shard, or its first train_docs documents), embedding_share (embedding
-    and output-head parameters over all, a tied matrix once), tokens_per_id (train tokens per tokenizer id) and
-    cumulative_decay (the sum over steps of the scheduled lr x weight decay). `epochs` (steps x tokens per step
-    / train_tokens) is run_info's."""
+    """run.json's regime of a run: train_docs (null: the whole train split), train_tokens (the tokens it trains
+    on: the train shard, or its first train_docs documents), embedding_share (embedding and output-head
+    parameters over all, a tied matrix once), tokens_per_id (train tokens per tokenizer id) and
+    cumulative_decay (the sum over steps of the scheduled lr x weight decay); runs.csv has the last three and
+    run_info's `epochs` (steps x tokens per step / train_tokens)."""
     from .models import count_parameters, embedding_parameters
 
     return {"train_docs": train.get("train_docs"), "train_tokens": int(train_tokens),
