@@ -1,5 +1,6 @@
-# Data stage: corpus spec -> documents.parquet -> tokenizer.json -> token shards -> frequency tables + Zipf
-# figure (docs/architecture.md); an eval_only corpus's documents -> an ood/ shard per training tokenizer.
+# Data stage: corpus spec -> documents.parquet -> tokenizer.json -> token shards -> frequency tables (and
+# those of the train split's first documents, train.train_docs) + Zipf figure (docs/architecture.md); an
+# eval_only corpus's documents -> an ood/ shard per training tokenizer.
 # Each rule runs one function of the tokenfair package through a thin script.
 # Uses PLAN, R, P, LOG and BENCH from rules/common.smk, SITE from rules/resources.smk. Resources
 # (tokenfair.resources): memory grows with the input and with each retry (attempt); CPU rules only, never a GPU.
@@ -114,6 +115,26 @@ rule count:
         bin_base=PLAN["frequency"]["bin_base"],
     script:
         "../scripts/count.py"
+
+
+# The counts of the train split's first {docs} documents (train.train_docs): the bins of the runs trained on
+# them. The same counting as rule count, cut where the index says document {docs} ends.
+use rule count as count_docs with:
+    input:
+        tokens=P("tokens").replace("{split}", "train"),
+        index=P("tokens_index").replace("{split}", "train"),
+        tokenizer=P("tokenizer"),
+    output:
+        frequency=P("frequency_docs"),
+    log:
+        LOG("count_docs", "{corpus}", "tok~{tok}", "train~docs{docs}"),
+    benchmark:
+        BENCH("count_docs", "{corpus}", "tok~{tok}", "train~docs{docs}")
+    wildcard_constraints:
+        docs=r"[1-9][0-9]*",
+    params:
+        bin_base=PLAN["frequency"]["bin_base"],
+        docs=lambda w: int(w.docs),
 
 
 rule zipf:

@@ -1,4 +1,5 @@
-# Snakemake job (rule count): count one token shard (numba) into its frequency table.
+# Snakemake job (rules count, count_docs): count one token shard (numba), or its first documents, into its
+# frequency table.
 from tokenfair.counts import count_split
 from tokenfair.io import job_log
 
@@ -9,4 +10,6 @@ with job_log(snakemake.log[0]):
         snakemake.output.frequency,
         base=snakemake.params.bin_base,
         threads=snakemake.threads,
+        index_path=snakemake.input.get("index"),
+        docs=snakemake.params.get("docs"),
     )

@@ -15,12 +15,14 @@ with job_log(snakemake.log[0]) as log:
         train.run(
             snakemake.params.settings,
             train_tokens=inputs.train,
-            eval_tokens={k: inputs[k] for k in inputs.keys() if k not in ("train", "tokenizer", "frequency")},
+            eval_tokens={k: inputs[k] for k in inputs.keys()
+                         if k not in ("train", "train_index", "tokenizer", "frequency")},
             tokenizer_json=inputs.tokenizer,
             out_dir=os.path.dirname(snakemake.output.per_token),
             tokenizer_spec=snakemake.params.tokenizer,
             train_frequency=inputs.frequency,
             corpus_spec=snakemake.params.corpus,
+            train_index=inputs.get("train_index"),
         )
     except train.Preempted as exc:
         log.warning("%s", exc)

@@ -37,6 +37,7 @@ def test_axis_order_is_fixed():
         "label_smoothing", "z_loss", "eval_every", "eval_train_tokens", "eval_val_tokens", "eval_batch_size",
         "log_every", "checkpoint_every", "device", "threads", "precision", "compile",
         "tensorboard", "eval_ood_tokens", "eval_schedule", "eval_train_final",
+        "train_docs",
     )
 
 

@@ -7,13 +7,16 @@ whatever the size of the grid. Everything after that works on the small per-run 
 
 Outputs (each table as .parquet and .csv; the metric definitions, seed statistics and decay effects are in
 `tokenfair.metrics`):
-- runs: one row per run: its axes (every axis of every study; an unset value is null), parameter count, final
-  step, run folder, studies (";"-joined names of the config's studies it belongs to, "main" = the top-level
-  grid); per split `<split>_<metric>` at the final step: tokens, types_seen, loss_avg, loss_balanced, acc_avg,
-  acc_balanced, ppl, loss_rare, loss_frequent, rare_gap, spearman, spearman_change (of log train count
-  and the per-type loss change from the run of the same seed at the smallest decay). Splits: train,
-  validation, test and ood-<corpus> per evaluation-only corpus, all binned by the training corpus's train
-  counts.
+- runs: one row per run: its axes (every axis of every study; an unset value is null), parameter count, its
+  regime from run.json (embedding_share: embedding and output-head parameters over all, a tied matrix once;
+  tokens_per_id: the tokens it trains on per tokenizer id; epochs: steps x tokens per step over those tokens;
+  cumulative_decay: the sum over steps of lr_t x weight decay), final step, run folder, studies (";"-joined
+  names of the config's studies it belongs to, "main" = the top-level grid); per split `<split>_<metric>` at
+  the final step: tokens, types_seen, loss_avg, loss_balanced, acc_avg, acc_balanced, ppl, loss_rare,
+  loss_frequent, rare_gap, spearman, spearman_change (of log train count and the per-type loss change from
+  the run of the same seed at the smallest decay). Splits: train, validation, test and ood-<corpus> per
+  evaluation-only corpus, all binned by the run's own train counts (of the training corpus's train split, or
+  of its first train.train_docs documents).
 - bins: one row per run x split x train-frequency bin at the final step, with the bin's learning speed
   (learning_speed, of the bin's balanced loss curve; learning_speed_token, the paper's mean of the ids' own)
   and steps_to_80pct.
@@ -67,6 +70,8 @@ RUN_METRICS = ("tokens", "types_seen", "loss_avg", "loss_balanced", "acc_avg", "
 BIN_METRICS = ("n_seen", "occurrences", "loss_avg", "loss_balanced", "acc_avg", "acc_balanced",
                "learning_speed", "learning_speed_token", "steps_to_80pct")
 CURVE_METRICS = ("n_seen", "loss_avg", "loss_balanced", "acc_avg")
+# runs.csv's regime of each run, from its run.json (tokenfair.train.regime; epochs: tokenfair.runio.run_info)
+REGIME_COLUMNS = ("embedding_share", "tokens_per_id", "epochs", "cumulative_decay")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,6 +313,11 @@ def summarise_norms(norms_path: str, groups, tied=None, final_step: int | None =
             "curves": {k: np.concatenate([c[k] for c in curves]) for k in curves[0]}}
 
 
+def _number(v) -> float | None:
+    """A run.json number as a float; None when absent (a run written before the key existed) or not a number."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _run_job(job: dict) -> dict:
     """Worker entry point: one run -> its small result (picklable)."""
     t0 = time.perf_counter()
@@ -317,6 +327,7 @@ def _run_job(job: dict) -> dict:
     meta = meta if isinstance(meta, dict) else {}
     n = meta.get("parameters")  # written by tokenfair.train
     out["n_params"] = int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None
+    out["regime"] = {c: _number(meta.get(c)) for c in REGIME_COLUMNS}
     if not os.path.exists(job["norms"]):
         raise DataError(f"{job['norms']}: the run's embedding norms do not exist (see docs/architecture.md)")
     tied = meta.get("tied_embeddings")
@@ -357,7 +368,7 @@ def collect(plan, points: list[dict], workers: int = 1) -> dict:
     jobs = []
     for p in points:
         f = plan.run_files(p)
-        freq = plan.frequency_file(p["corpus"], p["tok"])
+        freq = plan.run_frequency_file(p)  # each run binned by the counts of what it trained on
         if not os.path.exists(freq):
             raise DataError(f"{freq}: the train frequency table of {p['corpus']} x {p['tok']} does not exist")
         jobs.append({"per_token": f["per_token"], "run_json": f["run_json"], "norms": f["norms"],
@@ -369,8 +380,8 @@ def collect(plan, points: list[dict], workers: int = 1) -> dict:
         idents.append(ident)
         per_types.append(res["per_type"])
         runs.append({**{k: v for k, v in ident.items() if k != "seed"}, "seed": ident["seed"],
-                     "n_params": res["n_params"], "final_step": res["final_step"], "run": p["run"],
-                     "studies": studies_label(p), **res["run"]})
+                     "n_params": res["n_params"], **res["regime"], "final_step": res["final_step"],
+                     "run": p["run"], "studies": studies_label(p), **res["run"]})
         for kind, store in (("bins", bins), ("curves", curves), ("norms", norms), ("norm_curves", norm_curves)):
             cols = res[kind]
             n = len(cols["bin"])

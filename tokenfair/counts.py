@@ -159,14 +159,17 @@ def frequency_table(counts: np.ndarray, tokens: list[str | None], special: np.nd
 
 
 def count_split(tokens_path: str, tokenizer_path: str, out_path: str, base: float = 3,
-                threads: int | None = None) -> dict:
-    """Count a token shard against its tokenizer's vocabulary and write frequency/<split>.parquet."""
+                threads: int | None = None, index_path: str | None = None, docs: int | None = None) -> dict:
+    """Count a token shard against its tokenizer's vocabulary and write frequency/<split>.parquet; with `docs`
+    (and the shard's `index_path`), only its first `docs` documents (frequency/train~docs<n>.parquet)."""
     from .io import write_parquet
-    from .tokenization import load_tokenizer, load_tokens, special_mask, token_strings, vocab_size
+    from .tokenization import docs_end, load_tokenizer, load_tokens, special_mask, token_strings, vocab_size
 
     tok = load_tokenizer(tokenizer_path)
     size = vocab_size(tok)
     ids = load_tokens(tokens_path)
+    if docs is not None:
+        ids = ids[: docs_end(index_path, docs)]
     try:
         counts = count_ids(ids, size, threads=threads)
     except DataError as exc:

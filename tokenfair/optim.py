@@ -202,5 +202,12 @@ def lr_factor(step: int, train: dict) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def cumulative_decay(train: dict) -> float:
+    """The sum over the updates t of lr_t x weight_decay (lr_t = train.lr x lr_factor(t), weight_decay the
+    matrices group's): AdamW's decoupled decay shrinks a decayed weight by (1 - lr_t x weight_decay) per
+    update, about exp(-cumulative_decay) over the run."""
+    return math.fsum(train["lr"] * lr_factor(t, train) for t in range(train["steps"])) * train["weight_decay"]
+
+
 def lr_scheduler(optimizer: torch.optim.Optimizer, train: dict) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train))

@@ -18,6 +18,8 @@ PATTERNS = {
     "tokens": "{corpus}/tok~{tok}/tokens/{split}.npy",
     "tokens_index": "{corpus}/tok~{tok}/tokens/{split}.index.parquet",
     "frequency": "{corpus}/tok~{tok}/frequency/{split}.parquet",
+    # the train split's first {docs} documents (train.train_docs): the counts of what such a run trains on
+    "frequency_docs": "{corpus}/tok~{tok}/frequency/train~docs{docs}.parquet",
     "zipf": "{corpus}/tok~{tok}/frequency/zipf.{ext}",
     "run": "{corpus}/tok~{tok}/runs/{run}",
     # an evaluation-only corpus ({other}, `eval_only: true`) tokenized by a training corpus's tokenizer
@@ -67,6 +69,7 @@ AXIS_ORDER = (
     "label_smoothing", "z_loss", "eval_every", "eval_train_tokens", "eval_val_tokens", "eval_batch_size",
     "log_every", "checkpoint_every", "device", "threads", "precision", "compile",
     "tensorboard", "eval_ood_tokens", "eval_schedule", "eval_train_final",
+    "train_docs",
 )
 
 

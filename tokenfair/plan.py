@@ -277,17 +277,24 @@ class Plan(Mapping):
             self._settings[k] = run_settings(self.config, point, self.extra_axes)
         return self._settings[k]
 
+    def train_docs(self, point: dict) -> int | None:
+        """A point's train.train_docs: the first documents of the train split it trains on (None: all)."""
+        return point["train_docs"] if "train_docs" in point else base_value(self.config, point["model"], "train_docs")
+
     def train_inputs(self, point: dict) -> dict[str, str]:
         """A train job's inputs: the corpus x tokenizer's tokenizer.json and its token shards (train, each
-        held-out split, each evaluation-only corpus as ood-<name>) and the train frequency table (the bins of
-        the TensorBoard curves; the per-row decay of train.embedding_decay_alpha)."""
+        held-out split, each evaluation-only corpus as ood-<name>), the train shard's index when the point
+        trains on its first train_docs documents, and the point's train frequency table (run_frequency_file:
+        the bins of the TensorBoard curves; the per-row decay of train.embedding_decay_alpha)."""
         r, w = self.config["results_dir"], {"corpus": point["corpus"], "tok": point["tok"]}
         out = {"tokenizer": paths.path("tokenizer", r, **w)}
         for split in self.corpus_splits(point["corpus"]):
             out[split] = paths.path("tokens", r, split=split, **w)
         for other in self.eval_corpora:
             out[paths.ood_split(other)] = paths.path("ood_tokens", r, other=other, **w)
-        out["frequency"] = self.frequency_file(point["corpus"], point["tok"])
+        if self.train_docs(point) is not None:
+            out["train_index"] = paths.path("tokens_index", r, split="train", **w)
+        out["frequency"] = self.run_frequency_file(point)
         return out
 
     # --- paths ------------------------------------------------------------------------------------------
@@ -295,12 +302,23 @@ class Plan(Mapping):
         """The run folder ("dir") of a point and each file in it (paths.RUN_FILES)."""
         return paths.run_files(self.config["results_dir"], point["corpus"], point["tok"], point["run"])
 
-    def frequency_file(self, corpus: str, tok: str) -> str:
-        """The train frequency table of a corpus x tokenizer."""
-        return paths.path("frequency", self.config["results_dir"], corpus=corpus, tok=tok, split="train")
+    def frequency_file(self, corpus: str, tok: str, train_docs: int | None = None) -> str:
+        """The train frequency table of a corpus x tokenizer: of its whole train split, or of the split's
+        first `train_docs` documents (rules count_docs)."""
+        r = self.config["results_dir"]
+        if train_docs is None:
+            return paths.path("frequency", r, corpus=corpus, tok=tok, split="train")
+        return paths.path("frequency_docs", r, corpus=corpus, tok=tok, docs=int(train_docs))
+
+    def run_frequency_file(self, point: dict) -> str:
+        """The train frequency table of what a point trains on: its bins, rare / frequent ids, unseen ids."""
+        return self.frequency_file(point["corpus"], point["tok"], self.train_docs(point))
 
     def frequency_tables(self) -> list[str]:
-        return sorted({self.frequency_file(c, t) for c, t in self.training_corpora})
+        """Every training corpus x tokenizer's train table and the table of every grid point (the aggregation's
+        inputs)."""
+        return sorted({self.frequency_file(c, t) for c, t in self.training_corpora}
+                      | {self.run_frequency_file(p) for p in self.points})
 
     def data_targets(self) -> list[str]:
         """Frequency tables and Zipf figures of every training corpus x tokenizer, and its shard of every

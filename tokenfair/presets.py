@@ -140,6 +140,18 @@ PRESETS: dict[str, dict] = {
         "intermediate_size": 512,
         "max_position_embeddings": 512,
     },
+    # The faithful miniature of the embedded default: tied input and output embeddings as in all four of the
+    # paper's models, and most parameters outside the embedding (at vocabulary 2048: 262k of 787k, 33%).
+    "tiny-tied": {
+        "family": "llama",
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "intermediate_size": 512,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 512,
+    },
     # A CPU-sized OpenELM with the published models' layer-wise scaling, GQA, QK norm and tying.
     "tiny-openelm": {
         **_openelm(4, 128, 16),

@@ -444,6 +444,17 @@ def load_index(path: str):
     return read_parquet(path, what="the token index")
 
 
+def docs_end(index_path: str, n_docs: int) -> int:
+    """Where the first `n_docs` documents of a token index end in its shard (start + length of document
+    n_docs, in the shard's order): the prefix a run with train.train_docs trains on. DataError naming
+    train.train_docs when the split has fewer documents."""
+    index = load_index(index_path)
+    if n_docs > index.num_rows:
+        raise DataError(f"{index_path}: train.train_docs is {n_docs}, but the train split has only "
+                        f"{index.num_rows} documents")
+    return int(index.column("start")[n_docs - 1].as_py() + index.column("length")[n_docs - 1].as_py())
+
+
 # --------------------------------------------------------------------------------------------------
 # a given tokenizer made from an embedded corpus (tokenizers/, see its README)
 

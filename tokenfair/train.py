@@ -181,8 +181,9 @@ class Job:
 
 
 def setup(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenizer_json: str, out_dir: str,
-          train_frequency: str | None) -> Job:
-    """Threads and device, the vocabulary, the data, the seeded model, its optimizer and schedule."""
+          train_frequency: str | None, train_index: str | None = None) -> Job:
+    """Threads and device, the vocabulary, the data (the train shard's first train.train_docs documents when
+    set: `train_index` says where they end), the seeded model, its optimizer and schedule."""
     from .models import count_parameters
 
     train = settings["train"]
@@ -200,7 +201,7 @@ def setup(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokeni
             f"{tokenizer_json}: the tokenizer has {n_ids} ids, more than model {settings['model_name']}'s "
             f"embedding ({n_emb} rows, models.{settings['model_name']}.vocab_size)"
         )
-    data = load_data(train_tokens, eval_tokens, train, n_emb)
+    data = load_data(train_tokens, eval_tokens, train, n_emb, train_index)
     train_counts = None
     if train_frequency is not None:
         from .counts import dense_counts  # numba's import: only for the runs given the counts
@@ -226,6 +227,19 @@ def setup(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokeni
         ckpt_dir=os.path.join(out_dir, paths.RUN_CHECKPOINT), fingerprint=fingerprint(settings, inputs, n_ids, n_emb),
         train_counts=train_counts,
     )
+
+
+def regime(model: torch.nn.Module, train: dict, n_ids: int, train_tokens: int) -> dict:
+    """run.json's regime of a run: train_docs (null: the whole train split), train_tokens (the tokens it trains
+    on: the train shard, or its first train_docs documents), embedding_share (embedding and output-head
+    parameters over all, a tied matrix once), tokens_per_id (train tokens per tokenizer id) and
+    cumulative_decay (the sum over steps of the scheduled lr x weight decay); runs.csv has the last three and
+    run_info's `epochs` (steps x tokens per step / train_tokens)."""
+    from .models import count_parameters, embedding_parameters
+
+    return {"train_docs": train.get("train_docs"), "train_tokens": int(train_tokens),
+            "embedding_share": embedding_parameters(model, n_ids) / count_parameters(model, n_ids),
+            "tokens_per_id": train_tokens / n_ids, "cumulative_decay": optim.cumulative_decay(train)}
 
 
 def build_seeded_model(spec: dict, n_emb: int, train: dict, device: torch.device) -> torch.nn.Module:
@@ -327,18 +341,19 @@ class RunState:
 
 def run(settings: dict, train_tokens: str, eval_tokens: dict[str, str], tokenizer_json: str, out_dir: str,
         tokenizer_spec: dict | None = None, train_frequency: str | None = None,
-        corpus_spec: dict | None = None) -> dict:
+        corpus_spec: dict | None = None, train_index: str | None = None) -> dict:
     """Train one grid point and write its outputs into `out_dir` (the run folder). Returns run.json's content.
 
     settings: `run_settings(cfg, point)`; train_tokens: tokens/train.npy; eval_tokens: split -> shard for
     the held-out splits (validation, test, ood-<corpus>); tokenizer_json: the corpus tokenizer;
     tokenizer_spec: its config entry (for eod_token / pad_token of a given tokenizer); train_frequency: the
     train frequency table (needed by train.embedding_decay_alpha; gives TensorBoard its bins); corpus_spec:
-    the corpus's config entry (run.json records its normalisation: lowercase, eod).
+    the corpus's config entry (run.json records its normalisation: lowercase, eod); train_index:
+    tokens/train.index.parquet (needed by train.train_docs: where its first documents end).
     """
     state = RunState(clock=time.perf_counter())
     os.makedirs(out_dir, exist_ok=True)
-    job = setup(settings, train_tokens, eval_tokens, tokenizer_json, out_dir, train_frequency)
+    job = setup(settings, train_tokens, eval_tokens, tokenizer_json, out_dir, train_frequency, train_index)
     log.info("%s: %s with %d parameters at %d ids on %s (%d threads); %d steps of %d tokens in %d micro-batches; %s",
              settings["run"], settings["model_name"], job.n_params, job.n_ids, device_name(job.device),
              job.train["threads"], job.train["steps"], job.tokens_per_step, job.micro_batches,
@@ -486,10 +501,11 @@ def write_outputs(job: Job, state: RunState, tokenizer_json: str, tokenizer_spec
         n_emb=job.n_emb, device=device_name(job.device),
         precision="bf16" if isinstance(job.autocast, torch.autocast) else "fp32",
         tokens_per_step=job.tokens_per_step, micro_batches=job.micro_batches,
-        train_tokens=job.sampler.n_windows * train["seq_len"],
+        train_tokens=len(job.data.train),
         eval_tokens={s: int(len(job.data.starts[s]) * train["seq_len"]) for s in job.data.splits},
         final=final, timings={**state.totals, "elapsed_s": state.elapsed()}, corpus_spec=corpus_spec,
     )
+    info.update(regime(model, train, job.n_ids, len(job.data.train)))
     write_json(info, os.path.join(out_dir, paths.RUN_JSON))
     write_log_csv(state.log_rows, os.path.join(out_dir, paths.RUN_LOG))
     write_parquet(norms_table(state.norm_rows, job.n_ids), os.path.join(out_dir, paths.RUN_NORMS))

@@ -1,6 +1,7 @@
 """The token windows of a run: training windows in a seeded random order per epoch (`WindowSampler`), the
 fixed evaluation windows of each split (`eval_starts`) and the steps they are evaluated at (`eval_steps`),
-batches on the device (`get_batch`), and a run's shards (`load_data`)."""
+batches on the device (`get_batch`), and a run's shards (`load_data`; the train shard cut to its first
+train.train_docs documents when set)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from . import paths
 from .errors import DataError
-from .tokenization import load_tokens
+from .tokenization import docs_end, load_tokens
 
 
 class WindowSampler:
@@ -84,10 +85,12 @@ def get_batch(shard: np.ndarray, starts: np.ndarray, seq_len: int, device: torch
     return w[:, :-1], w[:, 1:].reshape(-1)
 
 
-def read_shard(path: str, seq_len: int, n_emb: int) -> np.ndarray:
-    arr = load_tokens(path)
+def read_shard(path: str, seq_len: int, n_emb: int, end: int | None = None) -> np.ndarray:
+    """A token shard (its first `end` tokens when given), checked: one window at least, no id beyond n_emb."""
+    arr = load_tokens(path)[:end]
     if len(arr) < seq_len + 1:
-        raise DataError(f"{path}: {len(arr)} tokens, fewer than one training window (train.seq_len {seq_len} + 1)")
+        what = "tokens" if end is None else "tokens in its first train.train_docs documents"
+        raise DataError(f"{path}: {len(arr)} {what}, fewer than one training window (train.seq_len {seq_len} + 1)")
     top = int(arr.max())
     if top >= n_emb:
         raise DataError(f"{path}: holds token id {top}, but the model's embedding has only {n_emb} rows")
@@ -98,18 +101,25 @@ def read_shard(path: str, seq_len: int, n_emb: int) -> np.ndarray:
 class Data:
     """The token shards of a run and its fixed evaluation windows."""
 
-    train: np.ndarray                 # the train shard (training windows)
+    train: np.ndarray                 # the train shard (training windows), or its first train.train_docs documents
     splits: list[str]                 # evaluation splits: train, validation, test, then ood-<corpus> sorted
     shards: dict[str, np.ndarray]     # split -> shard
     starts: dict[str, np.ndarray]     # split -> evaluation window starts
     final: dict[str, np.ndarray]      # split -> evaluation window starts at the last step (train.eval_train_final)
 
 
-def load_data(train_tokens: str, eval_tokens: dict[str, str], train: dict, n_emb: int) -> Data:
+def load_data(train_tokens: str, eval_tokens: dict[str, str], train: dict, n_emb: int,
+              train_index: str | None = None) -> Data:
+    """A run's shards and evaluation windows. With train.train_docs, the train shard (training windows and the
+    train evaluation split alike) is its prefix that ends with its train_docs-th document (`train_index`, the
+    shard's index, says where)."""
     if "train" in eval_tokens:
         raise ValueError("eval_tokens holds the held-out splits; the train sample comes from train_tokens")
     seq_len = train["seq_len"]
-    train_shard = read_shard(train_tokens, seq_len, n_emb)
+    n_docs = train.get("train_docs")
+    if n_docs is not None and train_index is None:
+        raise ValueError("train.train_docs needs the train shard's index (train_index)")
+    train_shard = read_shard(train_tokens, seq_len, n_emb, None if n_docs is None else docs_end(train_index, n_docs))
     unknown = [s for s in eval_tokens if not paths.is_split(s)]
     if unknown:
         raise ValueError(f"eval_tokens: {unknown[0]!r} is not a split name (validation, test, ood-<corpus>)")

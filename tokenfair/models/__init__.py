@@ -59,4 +59,13 @@ def count_parameters(model, n_ids: int | None = None) -> int:
     return total
 
 
-__all__ = ["OpenELMConfig", "OpenELMForCausalLM", "build_model", "count_parameters", "hf_config"]
+def embedding_parameters(model, n_ids: int | None = None) -> int:
+    """Parameters of the input embedding and the output head (one matrix when tied), rows beyond `n_ids` left
+    out as in count_parameters."""
+    rows = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
+            if m is not None}
+    return sum(min(w.shape[0], n_ids if n_ids is not None else w.shape[0]) * w.shape[1] for w in rows.values())
+
+
+__all__ = ["OpenELMConfig", "OpenELMForCausalLM", "build_model", "count_parameters", "embedding_parameters",
+           "hf_config"]
