@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 import zlib
 
 import numpy as np
@@ -326,6 +327,34 @@ def test_embedding_norm_curves(study):
     unseen = [ln for ln in shown[0].get_lines() if ln.get_label() == "unseen"]
     assert len(unseen) == 1 and unseen[0].get_linestyle() == "--"
     assert shown[0].get_shared_y_axes().joined(shown[0], shown[1])  # a row shares its y axis
+
+
+def test_regime_map_of_a_data_size_study(tmp_path):
+    """A study varying train_docs: regime_map.csv pairs each seed's largest decay with its own decay 0 per data
+    size, carries the runs' epochs, and its figure is an output."""
+    cfg = make_cfg(tmp_path, models=["tiny-s"], weight_decays=[0.0, 1.0], seeds=[0, 1],
+                   studies={"regime": {"axes": {"train_docs": [5, 20]}}}, aggregate={"figure_formats": ["png"]})
+    write_tree(cfg)
+    train = paths.path("frequency", cfg["results_dir"], corpus="c1", tok="t1", split="train")
+    for p in cfg.points:  # each size's own train table (here the same counts) and its epochs in run.json
+        docs = cfg.train_docs(p)
+        if docs is not None:
+            shutil.copy(train, cfg.run_frequency_file(p))
+        f = A.run_files(cfg, p)
+        meta = json.load(open(f["run_json"]))
+        json.dump({**meta, "epochs": 100.0 / (docs or 100)}, open(f["run_json"], "w"))
+    res = A.aggregate(cfg)
+    rm, bins = res["regime_map"], res["bins"]
+    assert set(rm["train_docs"].dropna()) == {5, 20} and (rm["weight_decay"] == 1.0).all()
+    by = {k: set(v) for k, v in rm.groupby(rm["train_docs"].fillna(-1))["epochs"]}
+    assert by == {5.0: {20.0}, 20.0: {5.0}, -1: {1.0}}
+    b = rm.loc[rm["bin"] >= 0, "bin"].min()  # the rarest seen bin
+    row = rm[(rm["train_docs"] == 5) & (rm["seed"] == 1) & (rm["split"] == "validation") & (rm["bin"] == b)].iloc[0]
+    at = bins[(bins["train_docs"] == 5) & (bins["seed"] == 1) & (bins["split"] == "validation") & (bins["bin"] == b)]
+    loss = at.set_index("weight_decay")["loss_balanced"]
+    assert row["delta"] == pytest.approx(loss[1.0] - loss[0.0]) and row["loss_ref"] == pytest.approx(loss[0.0])
+    fig = os.path.join(A.summary_dir(cfg["results_dir"]), "figures", "regime_map.png")
+    assert fig in A.summary_outputs(cfg)["figures"] and os.path.getsize(fig) > 0
 
 
 def test_norms_are_checked(tmp_path, study):

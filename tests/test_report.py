@@ -147,6 +147,7 @@ def test_regime_map_figure():
     assert "train" in train.get_title() and "validation" in val.get_title()
     lines = {ln.get_label(): ln for ln in train.get_lines() if not ln.get_label().startswith("_")}
     assert set(lines) == {"unseen", "[1,3)"} and lines["unseen"].get_linestyle() == "--"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["unseen", "[1,3)"]  # in train-count order
     np.testing.assert_allclose(lines["[1,3)"].get_ydata(), [0.205, 2.005])  # the seed means at epochs 2, 20
     dots = [c for c in train.collections if isinstance(c, PathCollection)]
     assert sum(len(c.get_offsets()) for c in dots) == 2 * 2 * 2  # a dot per seed x epochs x bin

@@ -214,7 +214,7 @@ def _seed_dots(ax, runs, x: str, metric: str, colors) -> None:
                zorder=3)
 
 
-UNSEEN_X = 0.5  # where the unseen bin (train count 0) sits on a log axis of train counts: left of [1, 3)
+UNSEEN_X = 1 / 3  # where the unseen bin (train count 0) sits on a log axis of train counts: a bin left of [1, 3)
 
 
 def _bin_ticks(ax, edges) -> None:
@@ -269,14 +269,14 @@ def _bin_metric(df, split: str, colors: dict, keys, metric: str, ylabel: str, ti
         if label in n_ids:
             edges = edges.merge(n_ids[label].drop_duplicates("bin")[["bin", "n_types"]], on="bin", how="left")
         _bin_ticks(ax, edges)
-        ax.set_xlabel("train count of the bin (log; n = ids in the bin)")
+        ax.set_xlabel("train count of the bin (log; n = ids)")
         ax.set_title(label, fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
     _decay_legend(fig, colors, set(df["weight_decay"]), refs=bool(refs))
     note = band_note(_has_band(df, metric))
-    fig.suptitle(f"{title} ({split}, final step; line = mean over seeds, {note}" + ("; dots = seeds" if has_seeds
-                 else "") + "; hollow = unseen in train)", fontsize=10)
+    fig.suptitle(f"{title} ({split}, final step)\nline = mean over seeds, {note}" + ("; dots = seeds" if has_seeds
+                 else "") + "; hollow = unseen in train", fontsize=10)
     return fig
 
 
@@ -338,7 +338,7 @@ def bin_loss_change(changes, split: str, colors: dict, keys, base=None) -> Figur
         ax.axhline(0.0, color="0.3", lw=0.8)
         ax.set_xticks(range(len(edges)), [bin_label(int(r.bin), int(r.bin_lo), int(r.bin_hi), int(r.n_types))
                                           for r in edges.itertuples(index=False)], fontsize=6)
-        ax.set_xlabel("train count of the bin (n = ids in the bin)")
+        ax.set_xlabel("train count of the bin (n = ids)")
         ref = sub["weight_decay_ref"].min()
         ax.set_title(f"{label}\n(each seed vs its own run at decay {ref:g})", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
@@ -346,7 +346,7 @@ def bin_loss_change(changes, split: str, colors: dict, keys, base=None) -> Figur
     _decay_legend(fig, colors, set(df["weight_decay"]))
     bars = "bars = 95% Student-t interval of the paired changes" if any_bar else "one seed: no interval"
     fig.suptitle(f"Change of each bin's token-balanced loss from the smallest decay, paired per seed ({split}, final "
-                 f"step; dots = seeds, line = their mean, {bars}; hollow = unseen in train)", fontsize=10)
+                 f"step)\ndots = seeds, line = their mean, {bars}; hollow = unseen in train", fontsize=10)
     return fig
 
 
@@ -663,7 +663,21 @@ def bin_label(b: int, lo: int, hi: int, n: int | None = None) -> str:
 
 def _bin_line(ax, x, y, b: int, colors, label: str, **kw):
     style = {"color": colors.get(b, "gray"), "ls": "-", "marker": "o"} if b >= 0 else dict(UNSEEN_STYLE)
-    ax.plot(x, y, ms=3, lw=1.4, label=label, **{**style, **kw})
+    ax.plot(x, y, ms=3, lw=1.4, label=label, gid=b, **{**style, **kw})
+
+
+def _bin_legend(fig, axes) -> None:
+    """The figure's legend of the bins drawn by _bin_line in any panel: each bin once, in train-count order."""
+    lines = {}
+    for ax in np.ravel(axes):
+        for ln in ax.get_lines():
+            if ln.get_gid() is not None:
+                lines.setdefault(ln.get_gid(), ln)
+    order = sorted(lines)
+    where = {"loc": "outside right center"} if fig.get_layout_engine() is not None else \
+        {"loc": "center right", "bbox_to_anchor": (1.0, 0.5)}  # fixed margins: in the right one _grid keeps
+    fig.legend([lines[b] for b in order], [lines[b].get_label() for b in order], title="train count of the bin",
+               fontsize=8, **where)
 
 
 def norm_curves(curves_by_seed, keys, base=None) -> Figure:
@@ -701,13 +715,7 @@ def norm_curves(curves_by_seed, keys, base=None) -> Figure:
                 ax.set_xlabel("training step")
             ax.grid(True, alpha=0.3)
             ax.tick_params(labelsize=7)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes.ravel():  # every bin once, whichever panel has it
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="outside right center", title="train count of the bin", fontsize=8)
+    _bin_legend(fig, axes)
     fig.suptitle("Mean embedding row norm per train-frequency bin over training (seed means)", fontsize=10)
     return fig
 
@@ -745,13 +753,7 @@ def regime_map(regime, keys, base=None) -> Figure:
             if c == 0:
                 ax.set_ylabel("loss change (nats)")
             ax.grid(True, alpha=0.3)
-    handles, labels = [], []
-    for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="outside right center", title="train count of the bin", fontsize=8)
+    _bin_legend(fig, axes)
     fig.suptitle("Regime map: each bin's token-balanced loss change, largest decay minus smallest, against "
-                 "epochs (final step; line = mean over seeds, dots = seeds)", fontsize=10)
+                 "epochs\n(final step; line = mean over seeds, dots = seeds)", fontsize=10)
     return fig
