@@ -244,3 +244,16 @@ def test_gap_vs_decay_draws_rare_and_frequent_per_split():
     assert len(tr_a.get_lines()) == 2 * 2  # rare and frequent per variant
     styles = {(ln.get_linestyle(), ln.get_ydata()[0]) for ln in va_a.get_lines()}
     assert styles == {("-", 5.0), ("--", 3.0)}
+
+
+def test_loss_vs_decay_shares_y_within_a_split():
+    from tokenfair import plots
+
+    cols = {f"{s}_{k}_{st}": (1.0 if st == "mean" else 0.1) + (s == "validation") * 5
+            for s in ("train", "validation") for k in ("loss_avg", "loss_balanced") for st in ("mean", "std")}
+    rows = [{"corpus": "c", "tokenizer": "t", "model": m, "weight_decay": wd, **cols}
+            for m in ("m", "n") for wd in (0.0, 0.01, 1.0)]
+    fig = plots.loss_vs_decay(pd.DataFrame(rows), ["train", "validation"], plots.decay_colors([0.0, 0.01, 1.0]), OTHERS)
+    (tm, tn), (vm, vn) = np.array([ax for ax in fig.axes if ax.get_visible()]).reshape(2, 2)
+    assert tm.get_shared_y_axes().joined(tm, tn) and vm.get_shared_y_axes().joined(vm, vn)
+    assert not tm.get_shared_y_axes().joined(tm, vm)

@@ -395,7 +395,7 @@ def loss_vs_decay(runs_by_seed, splits, colors: dict, keys, base=None, refs=None
     splits = [s for s in splits if len(runs_by_seed) and f"{s}_loss_avg_mean" in runs_by_seed.columns]
     if not panels or not splits:
         return _empty()
-    fig, axes = _grid(len(splits), len(panels))
+    fig, axes = _grid(len(splits), len(panels), sharey="row")  # a split shares y
     for r, s in enumerate(splits):
         for c, (label, sub) in enumerate(panels):
             ax = axes[r][c]
@@ -428,7 +428,7 @@ def learning_speed(bins_by_seed, splits, colors: dict, keys, base=None) -> Figur
     splits = [s for s in splits if len(df) and (df["split"] == s).any()]
     if not panels or not splits:
         return _empty()
-    fig, axes = _grid(len(splits), len(panels), sharey=True)
+    fig, axes = _grid(len(splits), len(panels), sharey="row")  # a split shares y
     for r, s in enumerate(splits):
         for c, (label, sub) in enumerate(panels):
             ax = axes[r][c]
