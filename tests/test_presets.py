@@ -208,3 +208,25 @@ def test_config_checks_seq_len_against_openelm_context(tmp_path):
 
 def test_preset_names_sorted():
     assert preset_names() == sorted(PRESETS)
+
+
+def test_the_default_is_the_faithful_miniature(repo_root):
+    """config.yaml (issue 11): tied embeddings as in the paper's four presets; most parameters outside the
+    embedding; a tokenizer trained on the whole train split while the models see a few of its documents."""
+    import yaml
+
+    from tokenfair import config as tfconfig
+    from tokenfair import plan as tfplan
+    from tokenfair.presets import estimate_parameters
+
+    cfg = tfconfig.resolve(yaml.safe_load((repo_root / "config.yaml").read_text()))
+    plan = tfplan.build(cfg)
+    for point in plan.points:
+        settings = plan.settings(point)
+        model, vocab = settings["model"], cfg["tokenizers"][point["tok"]]["vocab_size"]
+        assert model["tie_word_embeddings"] and settings["train"]["tie_embeddings"] in (None, True)
+        embedding = vocab * model["hidden_size"]
+        assert embedding / estimate_parameters(model, vocab) < 0.5
+        assert cfg["corpora"][point["corpus"]]["max_train_docs"] is None  # the tokenizer sees the whole split
+        assert settings["train"]["train_docs"] is not None  # the model sees a few documents of it
+    assert len(cfg["seeds"]) >= 6  # the fewest for which the sign-flip test over seeds can reach p < 0.05

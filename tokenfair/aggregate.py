@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from typing import Any, Iterable
 
 from . import metrics, paths
@@ -507,10 +508,12 @@ def aggregate(plan, partial: bool = False, workers: int = 1, out_dir: str | None
     for name in paths.SUMMARY_TABLES + (("missing",) if partial else ()) + (paths.MEMBERSHIP,):
         write_table(tables[name], out_dir, name)
     t_tables = time.perf_counter() - t0
+    # the reference lines' train table per corpus x tokenizer: the one most of its points train on (with
+    # train.train_docs, that subset's; a regime study's other sizes keep the main one's reference)
+    tables_of = Counter((p["corpus"], p["tok"], plan.run_frequency_file(p)) for p in plan.points)
     freq = {}
-    for corpus, tok in dict.fromkeys((p["corpus"], p["tok"]) for p in plan.points):
-        f = plan.frequency_file(corpus, tok)
-        if os.path.exists(f):
+    for (corpus, tok, f), _ in tables_of.most_common():
+        if (corpus, tok) not in freq and os.path.exists(f):
             freq[corpus, tok] = f
     note = (f"partial: {len(present)} of {len(present) + len(missing)} grid points ({len(missing)} missing, "
             "see missing.csv)") if partial else None

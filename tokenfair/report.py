@@ -447,7 +447,8 @@ def write_readme(plan, tables, out_dir, figures, partial, n_present, n_missing) 
         f"powers of {plan['frequency']['bin_base']} of the train count.\n")
     for r in tables["vocabularies"].to_dict("records"):
         lines.append(f"Train unigram entropy of {r['vocabulary']}: {r['train_entropy']:.4f} "
-                     "nats (the average train loss of a model that knows only token frequencies); uniform loss "
+                     "nats (the average train loss of a model that knows only token frequencies, from "
+                     f"`{os.path.basename(r['frequency_file'])}`, the train table most runs saw); uniform loss "
                      f"ln({r['vocab_size']}) = {r['uniform_loss']:.4f} nats.\n")
     lines.append(
         "Definitions: *avg loss* = loss per occurrence; *balanced loss* = mean over the vocabulary ids seen in "
