@@ -25,6 +25,12 @@ def test_a_change_is_written_in_nats_and_in_percent_of_the_reference():
     assert P.percent(2003.4) == "+2003%" and P.percent(0.42, sign=False) == "0.4%" and P.percent(math.nan) == "–"
 
 
+def test_variants_are_listed_by_value():
+    df = pd.DataFrame({"model": ["b", "a", "a", "a"], "train_docs": ["27", "3", "null", "9"]})
+    assert P.in_order(df, ["train_docs"])["train_docs"].tolist() == ["3", "9", "27", "null"]
+    assert P.in_order(df, ["model", "train_docs"]).index.tolist() == [1, 3, 2, 0]
+
+
 # --------------------------------------------------------------------------------------------------
 # a page from constructed tables: main (decays 0 and 1, seeds 0 and 1), a regime study (train_docs 1 and 2),
 # a one-seed mitigation at decay 1

@@ -94,6 +94,18 @@ def as_text(df, cols: list[str]):
     return df.assign(**{c: [axis_text(v) for v in df[c]] for c in cols})
 
 
+def in_order(df, cols: list[str]):
+    """df sorted by `cols`: a column of numbers (and null, last) by value, a column of text as text (as_text's
+    "27" after "3")."""
+    import pandas as pd
+
+    def key(col):
+        num = pd.to_numeric(col, errors="coerce")
+        return num.fillna(np.inf) if num.notna().any() else col
+
+    return df.sort_values(cols, key=key, kind="stable")
+
+
 def label(row, cols: list[str], default: str) -> str:
     """A variant's name: "axis=value, ..." of its varied columns, or `default` when there are none."""
     return ", ".join(f"{c}={row[c]}" for c in cols) or default
@@ -139,11 +151,16 @@ def with_ratios(runs, splits: list[str]):
     return runs.assign(**{f"{s}_{RATIO}": runs[f"{s}_loss_balanced"] / runs[f"{s}_loss_avg"] for s in have})
 
 
-def uniform_loss(plan, tok: str) -> float:
-    """ln V: the loss of the uniform predictor over the tokenizer's ids."""
+def n_ids(plan, tok: str) -> int:
+    """V: the tokenizer's ids (its configured size, or its tokenizer.json's)."""
     from .resources import vocab_size
 
-    return math.log(vocab_size(plan.config, tok))
+    return vocab_size(plan.config, tok)
+
+
+def uniform_loss(plan, tok: str) -> float:
+    """ln V: the loss of the uniform predictor over the tokenizer's ids."""
+    return math.log(n_ids(plan, tok))
 
 
 def seeds_note(spec) -> str:
@@ -168,7 +185,7 @@ def main_table(plan, runs, cols: list[str]) -> list[str]:
     names = [f"{s}_{m}" for s in splits for m, _ in SPLIT_COLUMNS + ((RATIO, ""),)]
     df = as_text(with_ratios(runs, splits), cols)
     keys = [*cols, *(["tokenizer"] if "tokenizer" not in cols else []), "weight_decay"]
-    agg = seed_stats(df, keys, [m for m in names if m in df.columns]).sort_values(keys)
+    agg = in_order(seed_stats(df, keys, [m for m in names if m in df.columns]), keys)
     ref_decay = agg["weight_decay"].min()
     rows = []
     for _, d in agg.groupby(keys[:-1], sort=False):
@@ -270,9 +287,9 @@ def regime_table(plan, runs, regime, cols: list[str]) -> list[str]:
         up = rising[rising["split"] == s].drop(columns="split")
         t = t.merge(up.rename(columns={"n_up": f"{s}_n_up", "n_bins": f"{s}_n_bins"}), on=cols, how="left")
     rows = []
-    for r in t.to_dict("records"):
+    for r in in_order(t, cols).to_dict("records"):
         per_id = r.get("tokens_per_id")
-        tokens = None if paths.is_null(per_id) else float(round(per_id * math.exp(uniform_loss(plan, r["tokenizer"]))))
+        tokens = None if paths.is_null(per_id) else float(round(per_id * n_ids(plan, r["tokenizer"])))
         row = [*(str(r[c]) for c in cols), str(int(r["n_seeds"])), fmt(tokens, digits=0),
                fmt(r.get("epochs"), digits=1), fmt(per_id, digits=1)]
         for s in splits:
@@ -317,7 +334,7 @@ def variants_table(plan, own, base, cols: list[str], name: str):
     for is_base, df in ((False, own), (True, base)):
         if df is not None and len(df):
             df = as_text(df, cols)
-            stats[is_base] = (seed_stats(df, keys, [m for m, _ in metrics]).sort_values(keys),
+            stats[is_base] = (in_order(seed_stats(df, keys, [m for m, _ in metrics]), keys),
                               seed_stats(df, keys, [m for m in plots.GAP_METRICS if m in df.columns]))
     shared = [c for c in cols if c in ("model", "tokenizer")]  # a base row's own columns; its axes are the base's
     at = [*shared, "weight_decay"]
@@ -375,7 +392,7 @@ def study_regime(plan, members, runs, bins, study: str):
 
 def header_lines(plan, out_dir: str, command: str) -> list[str]:
     seeds = "; ".join(f"{name} {len(spec['seeds'])}" for name, spec in plan.studies)
-    uniform = "; ".join(f"{tok}: ln {math.exp(uniform_loss(plan, tok)):.0f} = {uniform_loss(plan, tok):.{DIGITS}f}"
+    uniform = "; ".join(f"{tok}: ln {n_ids(plan, tok)} = {uniform_loss(plan, tok):.{DIGITS}f}"
                         for tok in plan["tokenizers"])
     return [f"# {os.path.basename(os.path.normpath(out_dir))}: the study's numbers and figures", "",
             f"Generated from `{plan['results_dir']}/summary/` by `{command}` (tokenfair.publish); do not edit by "
