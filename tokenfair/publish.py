@@ -346,7 +346,7 @@ def variants_table(plan, own, base, cols: list[str], name: str):
             rows.append([text, f"{r['weight_decay']:g}", str(int(r["n_seeds"]))]
                         + [metric_change(r, None if is_base else refs.get(tuple(r[at])), m) for m, _ in metrics])
         groups = shared if is_base else cols
-        for _, d in shown.groupby(groups, sort=True) if groups else [(None, shown)]:
+        for _, d in in_order(shown, groups).groupby(groups, sort=False) if groups else [(None, shown)]:
             panels.append(("base" if is_base else label(d.iloc[0], cols, name), d.sort_values("weight_decay")))
     lines = ["Seed means ± 95% half-width; in brackets the change from the *base* row at the same decay (of the "
              "seed means) in nats and in percent of the magnitude of the base's value.", "",
