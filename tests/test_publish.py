@@ -47,7 +47,8 @@ def _plan(tmp_path):
 METRICS = {"train_loss_avg": (0.5, 1.0), "train_loss_balanced": (0.8, 2.0), "train_rare_gap": (0.1, 0.5),
            "train_loss_rare": (1.0, 3.0), "train_loss_frequent": (0.4, 0.5),
            "validation_loss_avg": (6.0, -1.0), "validation_loss_balanced": (7.0, -2.0),
-           "validation_rare_gap": (2.0, -0.5), "validation_loss_rare": (8.0, -2.0), "validation_loss_frequent": (6.0, -1.5)}
+           "validation_rare_gap": (2.0, -0.5), "validation_loss_rare": (8.0, -2.0),
+           "validation_loss_frequent": (6.0, -1.5)}
 
 
 def _epochs(docs):

@@ -307,16 +307,17 @@ def regime_table(plan, runs, regime, cols: list[str]) -> list[str]:
         f"{s} {h}" for s in splits for h in [*(h for _, h in REGIME_METRICS), "bins up in every seed"]]
     return [f"Change from decay {lo:g} to decay {hi:g}, paired per seed (each seed's own decay-{hi:g} value minus "
             f"its decay-{lo:g} value): mean ± 95% half-width over the paired seeds, and in brackets in percent of "
-            f"the decay-{lo:g} mean. *bins up in every seed*: the train-count bins whose token-balanced loss "
-            "rose in every seed, of the bins with a change. Train tokens: the tokens the runs train on; epochs: "
-            "how often they see them.", "", md_table(header, rows), ""]
+            f"the magnitude of the decay-{lo:g} mean. *bins up in every seed*: the train-count bins whose "
+            "token-balanced loss rose in every seed, of the bins with a change. Train tokens: the tokens the runs "
+            "train on; epochs: how often they see them.", "", md_table(header, rows), ""]
 
 
 def study_metrics(splits: list[str], columns) -> list[tuple[str, str]]:
     """(runs.csv column, header) of a study's table: train rare and frequent loss and gap, validation average
     loss and gap, each out-of-domain split's gap; those the table has."""
-    out = [("train_loss_rare", "train rare"), ("train_loss_frequent", "train frequent"), (f"train_{RARE_GAP}", "train gap"),
-           ("validation_loss_avg", "validation avg"), (f"validation_{RARE_GAP}", "validation gap")]
+    out = [("train_loss_rare", "train rare"), ("train_loss_frequent", "train frequent"),
+           (f"train_{RARE_GAP}", "train gap"), ("validation_loss_avg", "validation avg"),
+           (f"validation_{RARE_GAP}", "validation gap")]
     out += [(f"{s}_{RARE_GAP}", f"{s} gap") for s in splits if s.startswith(paths.OOD_PREFIX)]
     return [(m, h) for m, h in out if m in columns]
 
