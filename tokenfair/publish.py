@@ -230,6 +230,9 @@ def norm_table(nrm, cols: list[str], name: str) -> list[str]:
     train-count bin (seed means), from embedding_norms_by_seed."""
     if nrm is None or not len(nrm):
         return []
+    if "tied_embeddings" in nrm.columns:  # a tied model's output head is its embedding: one row
+        nrm = nrm[~(nrm["tied_embeddings"].astype(bool) & (nrm["matrix"] != "embedding"))]
+        nrm = nrm.assign(matrix=np.where(nrm["tied_embeddings"].astype(bool), "tied (both)", nrm["matrix"]))
     nrm = as_text(nrm, cols)
     rows = []
     for keys, d in nrm.groupby([*cols, "weight_decay", "matrix"], sort=True):
