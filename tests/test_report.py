@@ -143,6 +143,7 @@ def test_regime_map_figure():
     fig = plots.regime_map(_regime_table(), ["corpus", "tokenizer", "model", "train_docs"])
     train, val = [ax for ax in fig.axes if ax.get_visible()]
     assert train.get_xscale() == val.get_xscale() == "log"
+    assert [t.get_text() for t in train.get_xticklabels()] == ["2", "20"] and not train.get_xticks(minor=True).size
     assert train.get_shared_y_axes().joined(train, val)
     assert "train" in train.get_title() and "validation" in val.get_title()
     lines = {ln.get_label(): ln for ln in train.get_lines() if not ln.get_label().startswith("_")}

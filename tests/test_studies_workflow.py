@@ -64,7 +64,7 @@ def test_publish_writes_the_page(study):
     assert (root / "published" / "bin_loss.png").stat().st_size > 10_000
     assert (root / "published" / "gap_vs_decay.png").exists()
     assert "decay_group=matrices_no_embeddings" in page and "embedding_decay_alpha=0.5" in page
-    assert re.search(r"\| tiny-xs \| 1 \| 2 \|", page)  # main: decay 1 over 2 seeds
-    assert "gap ood-pydoc" in page
+    assert re.search(r"\| tiny-xs \| train \| 1 \| 2 \|", page)  # main: train at decay 1 over 2 seeds
+    assert "ood-pydoc gap" in page and "| ood-pydoc | 1 | 2 |" in page
     eff = pd.read_csv(root / "res" / "summary" / "decay_effects.csv")
     assert {"p_value", "p_holm", "significant"} <= set(eff.columns)

@@ -746,6 +746,9 @@ def regime_map(regime, keys, base=None) -> Figure:
                 ax.scatter(d["epochs"], d["delta"], s=8, color=colors.get(int(b), "gray"), alpha=0.6, lw=0, zorder=3)
             ax.axhline(0.0, color="0.3", lw=0.8)
             ax.set_xscale("log")
+            ticks = sorted(set(np.round(df["epochs"].astype(float), 1)))  # the runs' epochs, not log minor labels
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.set_xticks([], minor=True)
             ax.set_xlabel("epochs (log)")
             decays = s[["weight_decay_ref", "weight_decay"]].drop_duplicates()
             vs = ", ".join(f"{t:g} − {f:g}" for f, t in decays.itertuples(index=False, name=None))
