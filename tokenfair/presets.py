@@ -111,6 +111,16 @@ def _qwen2(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: in
     }
 
 
+_TINY_M = {
+    "family": "llama",
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "intermediate_size": 512,
+    "max_position_embeddings": 512,
+}
+
 PRESETS: dict[str, dict] = {
     # CPU-sized presets for the embedded default and tests.
     "tiny-xs": {
@@ -131,27 +141,10 @@ PRESETS: dict[str, dict] = {
         "intermediate_size": 256,
         "max_position_embeddings": 512,
     },
-    "tiny-m": {
-        "family": "llama",
-        "hidden_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "intermediate_size": 512,
-        "max_position_embeddings": 512,
-    },
+    "tiny-m": _TINY_M,
     # The faithful miniature of the embedded default: tied input and output embeddings as in all four of the
     # paper's models, and most parameters outside the embedding (at vocabulary 2048: 262k of 787k, 33%).
-    "tiny-tied": {
-        "family": "llama",
-        "hidden_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "intermediate_size": 512,
-        "tie_word_embeddings": True,
-        "max_position_embeddings": 512,
-    },
+    "tiny-tied": {**_TINY_M, "tie_word_embeddings": True},
     # A CPU-sized OpenELM with the published models' layer-wise scaling, GQA, QK norm and tying.
     "tiny-openelm": {
         **_openelm(4, 128, 16),
