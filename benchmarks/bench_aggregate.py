@@ -280,7 +280,7 @@ def main() -> None:
         t_ours, t_pd = statistics.median(ours["times"]), statistics.median(pdx["times"])
         c_ours, c_pd = statistics.median(ours["cpus"]), statistics.median(pdx["cpus"])
         print(f"\n[2] side by side, {subset} runs ({sub_rows:,} rows), one process each, median of {a.repeats}"
-              + (f" (a subset: pandas holds every row of the runs it groups)" if subset < n else "") + ":")
+              + (" (a subset: pandas holds every row of the runs it groups)" if subset < n else "") + ":")
         print(f"    tokenfair collect(): {t_ours:.2f} s wall ({c_ours:.2f} s CPU) = {sub_rows / t_ours / 1e6:.1f} M rows/s, "
               f"peak RSS {ours['rss_self_mb']:.0f} MB")
         print(f"    plain pandas groupby: {t_pd:.2f} s wall ({c_pd:.2f} s CPU) = {sub_rows / t_pd / 1e6:.1f} M rows/s, "

@@ -80,6 +80,11 @@ def train_threads(wildcards):
     return train_settings(wildcards)["train"]["threads"]
 
 
+# The train rule's threads: one number when every run has the same (planning a large grid then calls one
+# function fewer per job), else per job.
+TRAIN_THREADS = PLAN.shared_train_value("threads") or train_threads
+
+
 # --- Aggregate stage (rules/aggregate.smk) ------------------------------------------------------------------
 AGG = tfagg.summary_outputs(PLAN)
 AGG_PARTIAL = tfagg.summary_outputs(PLAN, partial=True)

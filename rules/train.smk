@@ -1,7 +1,7 @@
 # Train stage: one job per grid point (docs/architecture.md). Paramspace style: the {run} wildcard is the
 # point's `axis~value/...` path (tokenfair.paths.run_subpath), so a new axis is a config entry (`axes:`), never
 # a new rule. The job trains, evaluates per vocabulary id and writes the run folder (tokenfair.train.run).
-# Uses RUN_DIR, RUN_REGEX, train_inputs, train_settings, train_threads from rules/common.smk and
+# Uses RUN_DIR, RUN_REGEX, train_inputs, train_settings, TRAIN_THREADS from rules/common.smk and
 # TRAIN_RESOURCES from rules/resources.smk.
 
 
@@ -20,7 +20,7 @@ rule train:
         run=RUN_REGEX,
     conda:
         "../envs/train.yaml"
-    threads: train_threads
+    threads: TRAIN_THREADS
     resources:
         **TRAIN_RESOURCES,
     params:

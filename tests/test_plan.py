@@ -151,3 +151,24 @@ def test_the_package_imports_no_module_in_a_circle(repo_root):
     cycles = [c for c in map(cycle_from, graph) if c]
     assert not cycles, f"import cycles: {' ; '.join(' -> '.join(c) for c in cycles)}"
     assert "tokenization" not in graph["corpus"] and "config" not in graph["corpus"]
+
+
+def test_a_train_setting_shared_by_every_run_is_one_value():
+    """threads is 1 (the default) for both models and no study varies it: one value; a model of its own or an
+    axis makes it per run (None)."""
+    assert study_plan().shared_train_value("threads") == 1
+    assert study_plan(train={"threads": 2}).shared_train_value("threads") == 2
+    own = minimal_config(EMBEDDED, models={"a": "tiny-xs", "b": {"preset": "tiny-s", "train": {"threads": 2}}})
+    assert tfplan.build(tfconfig.resolve(own)).shared_train_value("threads") is None
+    assert study_plan(axes={"threads": [1, 2]}).shared_train_value("threads") is None
+
+
+def test_planning_imports_no_numba_or_matplotlib(repo_root):
+    """The workflow imports these modules to plan; numba and matplotlib (about 1 s) load only in the jobs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tokenfair import aggregate, config, paths, plan, publish, report, resources; "
+            "print(sorted(m for m in ('numba', 'matplotlib', 'pandas', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

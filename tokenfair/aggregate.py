@@ -51,7 +51,7 @@ import time
 from collections import Counter
 from typing import Any, Iterable
 
-from . import metrics, paths
+from . import paths
 from .errors import DataError
 from .io import read_json
 from .paths import summary_dir
@@ -321,6 +321,7 @@ def _number(v) -> float | None:
 
 def _run_job(job: dict) -> dict:
     """Worker entry point: one run -> its small result (picklable)."""
+    from . import metrics  # numba: imported by jobs, not at planning time
     t0 = time.perf_counter()
     groups = metrics.load_groups(job["frequency"], job["rare_percentile"])
     out = summarise_run(job["per_token"], groups)
@@ -362,6 +363,7 @@ def studies_label(point: dict) -> str:
 
 def collect(plan, points: list[dict], workers: int = 1) -> dict:
     """Stream the runs of `points` (of a plan) into DataFrames runs, bins, bin_curves (one row group per run)."""
+    from . import metrics  # numba: imported by jobs, not at planning time
     import numpy as np
     import pandas as pd
 
@@ -417,6 +419,7 @@ def spearman_changes(idents: list[dict], per_types: list[dict], groups: list, ot
     """Per run (identities, final per-type losses per split, metrics.Groups), {<split>_spearman_change}:
     metrics.loss_change_spearman against the run of the same seed and other axes at the smallest decay those
     other axes have; NaN at that decay itself and without that seed's run there."""
+    from . import metrics  # numba: imported by jobs, not at planning time
     key = [tuple(repr(i[a]) for a in others) for i in idents]
     ref_decay: dict[tuple, float] = {}
     for k, i in zip(key, idents):

@@ -225,6 +225,14 @@ class Plan(Mapping):
     def extra_axes(self) -> list[str]:
         return extra_axes(self.config)
 
+    def shared_train_value(self, key: str):
+        """The value of train setting `key` in every run of the config (no axis varies it, every model has the
+        same), else None: the train rule then takes it as a constant instead of a function per job."""
+        if key in self.extra_axes:
+            return None
+        values = {base_value(self.config, m, key) for m in self.config["models"]}
+        return values.pop() if len(values) == 1 else None
+
     @property
     def axis_names(self) -> list[str]:
         """The axes of a run path, in path order: model, weight_decay, the extra axes, seed."""

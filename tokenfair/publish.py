@@ -28,10 +28,7 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
-
 from . import paths
-from .plots import axis_text
 from .report import fmt, md_table, significance_flags
 
 RARE_GAP = "rare_gap"  # aggregate's per-run column: loss_rare - loss_frequent (token-balanced within each)
@@ -91,12 +88,15 @@ def varied(plan, study: str) -> list[str]:
 def as_text(df, cols: list[str]):
     """df with the columns `cols` as their printed text (plots.axis_text: null for an unset value), so that
     unset values group and merge, and labels print as in the figures."""
+    from .plots import axis_text
+
     return df.assign(**{c: [axis_text(v) for v in df[c]] for c in cols})
 
 
 def in_order(df, cols: list[str]):
     """df sorted by `cols`: a column of numbers (and null, last) by value, a column of text as text (as_text's
     "27" after "3")."""
+    import numpy as np
     import pandas as pd
 
     def key(col):
@@ -228,6 +228,7 @@ def significance_table(plan, eff) -> list[str]:
 def norm_table(nrm, cols: list[str], name: str) -> list[str]:
     """Markdown lines: per variant x decay x matrix, the mean row norm of the rarest and of the most frequent
     train-count bin (seed means), from embedding_norms_by_seed."""
+    import numpy as np
     if nrm is None or not len(nrm):
         return []
     if "tied_embeddings" in nrm.columns:  # a tied model's output head is its embedding: one row
@@ -264,6 +265,7 @@ def paired_run_changes(runs, keys: list[str], metrics: list[str]):
 def bins_rising(regime, keys: list[str]):
     """Per `keys` x split: n_up, the bins whose loss change (regime_map's delta, paired per seed) is positive
     in every seed, and n_bins, the bins with a change in some seed."""
+    import numpy as np
     d = regime[np.isfinite(regime["delta"].astype(float))]
     per_bin = d.groupby([*keys, "split", "bin"])["delta"].agg(lambda x: bool((x > 0).all())).rename("up")
     return per_bin.groupby([*keys, "split"]).agg(n_up="sum", n_bins="size").reset_index()
