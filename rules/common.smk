@@ -85,6 +85,27 @@ def train_threads(wildcards):
 TRAIN_THREADS = PLAN.shared_train_value("threads") or train_threads
 
 
+def job_tokenizer(wildcards):
+    """The tokenizer's config entry (eod_token / pad_token of a given tokenizer)."""
+    return PLAN["tokenizers"][wildcards.tok]
+
+
+def job_corpus(wildcards):
+    """The corpus's config entry (run.json records its normalisation)."""
+    return PLAN["corpora"][wildcards.corpus]
+
+
+def pack_outputs(seeds):
+    """The run folders' files of a pack's seeds: <kind>_<seed> -> .../runs/{point}/seed~<seed>/<file>."""
+    out = {}
+    for seed in seeds:
+        folder = paths.path("run", R, corpus="{corpus}", tok="{tok}", run=f"{{point}}/seed~{seed}")
+        for kind, name in paths.RUN_FILES.items():
+            f = os.path.join(folder, name)
+            out[f"{kind}_{seed}"] = directory(f) if kind == "model" else f
+    return out
+
+
 # --- Aggregate stage (rules/aggregate.smk) ------------------------------------------------------------------
 AGG = tfagg.summary_outputs(PLAN)
 AGG_PARTIAL = tfagg.summary_outputs(PLAN, partial=True)

@@ -38,6 +38,40 @@ def train_share(wildcards):
 # from the preset and steps, growing per attempt, SIGTERM before the time limit).
 TRAIN_RESOURCES = tfres.train_resources(PLAN, SITE, train_estimate, train_share)
 
+# Seed packs (resources.pack_seeds, docs/slurm.md; none by default): point (run path without its seed) -> the
+# seeds one job trains at once; PACK_RULES: one rule per tuple of seeds (rules/train.smk) -> (seeds, {point} regex).
+SEED_PACKS = tfres.seed_packs(PLAN, run_estimate, SITE)
+PACK_RULES = tfres.pack_rules(SEED_PACKS)
+
+
+def pack_points(wildcards):
+    """The grid points, one per seed, of a pack job's wildcards (corpus, tok, point)."""
+    return [
+        PLAN.point(wildcards.corpus, wildcards.tok, f"{wildcards.point}/seed~{seed}")
+        for seed in SEED_PACKS[wildcards.point]
+    ]
+
+
+def pack_estimates(wildcards):
+    return [run_estimate(p) for p in pack_points(wildcards)]
+
+
+def pack_inputs(wildcards):
+    """A pack job's inputs: its seeds' (the same data, tokenizer and frequency table for every seed)."""
+    return PLAN.train_inputs(pack_points(wildcards)[0])
+
+
+def pack_settings(wildcards):
+    return tfres.pack_settings([PLAN.settings(p) for p in pack_points(wildcards)])
+
+
+def pack_threads(wildcards):
+    return PLAN.settings(pack_points(wildcards)[0])["train"]["threads"]
+
+
+# A pack's resources: one whole GPU, the sums of its seeds' host memory and time limits (tokenfair.resources).
+PACK_RESOURCES = tfres.pack_resources(PLAN, SITE, pack_estimates)
+
 # Planning-time errors: a selected run needs more GPU memory than the configured GPU model has; several runs
 # per GPU asked for on a site without GPU shards.
 tfres.check_gpu_memory(SITE, ((p["model"], run_estimate(p)) for p in PLAN.selected))
@@ -74,9 +108,11 @@ def _plan_summary():
         return  # snakemake said "Nothing to be done"
     runs = [j.wildcards for j in jobs if j.rule.name == "train"]
     gpu_runs = [(train_estimate(w), train_share(w).fraction) for w in runs if train_estimate(w).gpu]
-    gpus = math.ceil(round(sum(f for _, f in gpu_runs), 6))  # whole GPUs, a share of one counted as its fraction
-    gpu_hours = sum(e.hours * f for e, f in gpu_runs)
-    cpu_hours = sum(e.hours for e in map(train_estimate, runs) if not e.gpu)
+    packs = [tfres.pack_cost(pack_estimates(j.wildcards)) for j in jobs if j.rule.name in PACK_RULES]
+    # whole GPUs, a share of one counted as its fraction, a pack as one
+    gpus = math.ceil(round(sum(f for _, f in gpu_runs) + sum(g for g, _, _ in packs), 6))
+    gpu_hours = sum(e.hours * f for e, f in gpu_runs) + sum(h for _, h, _ in packs)
+    cpu_hours = sum(e.hours for e in map(train_estimate, runs) if not e.gpu) + sum(c for _, _, c in packs)
     counts = Counter(j.rule.name for j in jobs)
     print(tfres.summary_line(counts, gpus, gpu_hours, cpu_hours, SITE), file=sys.stderr)
 

@@ -308,9 +308,9 @@ def test_every_train_job_went_through_sbatch_with_one_gpu(grid_runs):
         assert (run_folder(work, run) / paths.RUN_PER_TOKEN).is_file()
 
 
-def assert_same_per_token(work, local):
-    """Every run of RUNS wrote a non-empty per_token.parquet equal to the local run's."""
-    for run in RUNS:
+def assert_same_per_token(work, local, runs=RUNS):
+    """Every run of `runs` wrote a non-empty per_token.parquet equal to the local run's."""
+    for run in runs:
         a = pq.read_table(run_folder(work, run) / paths.RUN_PER_TOKEN)
         b = pq.read_table(run_folder(local, run) / paths.RUN_PER_TOKEN)
         assert a.num_rows > 0 and a.equals(b), run
@@ -358,6 +358,49 @@ def test_runs_sharing_a_gpu_run_side_by_side_and_equal_separate_runs(shared_runs
     # 4 runs on the cluster's 2 GPUs: three or more at once means two of them on one GPU
     assert _most_at_once(jobs) >= 3, [(j["StartTime"], j["EndTime"]) for j in jobs]
     assert_same_per_token(work, local)
+
+
+@pytest.fixture(scope="module")
+def packed_runs(grid_runs, tmp_path_factory):
+    """The test grid with seeds 0 and 1 and resources.pack_seeds: each grid point's two seeds trained by one
+    job on one (fake) GPU. Beside it, seed 1's runs trained locally one job each (in grid_runs' local folder,
+    which holds seed 0's), for the comparison."""
+    local = grid_runs[1]
+    seed1 = write_config(local, {**CONFIG, "seeds": [0, 1], "only": {"seed": [1]}}, name="seed1.yaml")
+    local_proc = snakemake(local, "--configfile", str(seed1), output=local / "seed1.out")
+    work = tmp_path_factory.mktemp("packed")
+    write_config(work, {**CONFIG, "seeds": [0, 1], "resources": {"pack_seeds": True}})
+    res = snakemake(work, "--profile", "slurm", *STATUS, "--verbose", env=clean_env(**SITE_ENV), timeout=900)
+    local_proc.wait(timeout=600)
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert local_proc.returncode == 0, (local / "seed1.out").read_text()[-3000:]
+    return work, local, res.stdout
+
+
+@pytest.mark.slurm
+def test_seed_packs_train_each_points_seeds_in_one_gpu_job(packed_runs):
+    work, local, output = packed_runs
+    points = sorted({run.rsplit("/", 1)[0] for run in RUNS})
+    calls = sbatch_calls(output, "train_seeds_0_1")
+    assert len(calls) == len(points) == 4
+    assert not [c for c in output.splitlines() if "sbatch call: " in c and "rule_train_wildcards_" in c]
+    for call in calls:
+        assert " --gpus=1 " in call and " -p gpu " in call and re.search(r" --signal=TERM@\d+ ", call)
+        assert " --requeue " in call and " --cpus-per-task=1 " in call
+    # SLURM's record: one job per point, each named by its point, one whole GPU, finished
+    jobs = [j for j in slurm_jobs(run_id(output)) if j["Comment"].startswith("rule_train_seeds_0_1_")]
+    assert sorted(j["Comment"] for j in jobs) == sorted(
+        "rule_train_seeds_0_1_wildcards_sotu_bpe_" + p.replace("/", "_") for p in points)
+    assert all(j["JobState"] == "COMPLETED" and j["TresPerJob"] == "gres:gpu:1" for j in jobs)
+    # every seed's run finished and equals its separate run
+    seed1 = [f"{p}/seed~1" for p in points]
+    for run in RUNS + seed1:
+        log = work / "results" / "logs" / "train_seeds" / "sotu" / "tok~bpe" / f"{run}.log"
+        assert "done in" in log.read_text()
+        assert not (run_folder(work, run) / paths.RUN_CHECKPOINT).exists()
+    assert_same_per_token(work, local, RUNS + seed1)
+    assert not pq.read_table(run_folder(work, seed1[0]) / paths.RUN_PER_TOKEN).equals(
+        pq.read_table(run_folder(work, f"{points[0]}/seed~0") / paths.RUN_PER_TOKEN))  # two seeds, two runs
 
 
 LONG = "model~tiny-xs/weight_decay~0.0/seed~{}"  # seeds 1 and 2: new grid points, long enough to interrupt

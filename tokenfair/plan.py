@@ -364,6 +364,22 @@ class Plan(Mapping):
                 yield {**ident, "run": p["run"], "study": s}
 
 
+def run_arguments(inputs: Mapping[str, str], tokenizer_spec: dict, corpus_spec: dict) -> dict:
+    """tokenfair.train.run's arguments (but settings and out_dir) from a train job's named inputs
+    (`Plan.train_inputs`: every name that is not the train shard, its index, the tokenizer or the frequency
+    table is an evaluation split) and its tokenizer's and corpus's config entries."""
+    own = ("train", "train_index", "tokenizer", "frequency")
+    return {
+        "train_tokens": inputs["train"],
+        "eval_tokens": {k: inputs[k] for k in inputs.keys() if k not in own},
+        "tokenizer_json": inputs["tokenizer"],
+        "tokenizer_spec": tokenizer_spec,
+        "train_frequency": inputs["frequency"],
+        "corpus_spec": corpus_spec,
+        "train_index": inputs.get("train_index"),
+    }
+
+
 def run_settings(cfg, point: dict, extra: list[str]) -> dict:
     """A grid point's settings as plain data: the resolved model spec, the train settings with the point's
     axis values (`extra`: the plan's extra axes) applied, and its identity."""

@@ -18,6 +18,10 @@ partition and the GPU-memory check is skipped.
   (gres/shard, `gpu_shards` shards per GPU), a run small enough to share a GPU asks for the shards of its
   share instead of a whole GPU; SLURM then starts several such jobs side by side on one GPU. A run costs
   its share of a GPU's hours.
+- Seed packs (`resources.pack_seeds`; `seed_packs`, `pack_resources`): one job trains every seed of a grid
+  point at once on one whole GPU (one process per seed), where they fit together by the memory estimate; on
+  any site. The pack holds the sum of its seeds' host memory and time limit, and costs the longest seed's
+  GPU-hours.
 - `check_gpu_memory` raises ConfigError at planning time when a model needs more GPU memory than the
   configured GPU model has.
 """
@@ -297,25 +301,32 @@ def host_mem_mb(est: TrainEstimate, attempt: int = 1) -> int:
     return grow(3000 + 2 * est.checkpoint_gb * 1000, attempt, 0.5)
 
 
-def signal_seconds(est: TrainEstimate) -> int:
-    """How long before the time limit SLURM sends SIGTERM: time to write the checkpoint, and SLURM's
-    signal timer resolution (up to 60 s early)."""
-    return int(120 + math.ceil(est.checkpoint_gb * 1e9 / CKPT_WRITE_BYTES_PER_S))
+def signal_seconds(*estimates: TrainEstimate) -> int:
+    """How long before the time limit SLURM sends SIGTERM: time to write the checkpoints of the job's runs
+    (one, or a seed pack's, written at once), and SLURM's signal timer resolution (up to 60 s early)."""
+    return int(120 + math.ceil(sum(e.checkpoint_gb for e in estimates) * 1e9 / CKPT_WRITE_BYTES_PER_S))
+
+
+def _training_job(cfg: dict, s: Site, estimates_of) -> dict:
+    """What a train job and a seed pack ask for, from `estimates_of(wildcards)`, the TrainEstimates of the
+    job's runs: the sum of their host memory and of their time limits (an upper bound for a pack, whose seeds
+    run at once), one SIGTERM before the limit leaving time for every run's checkpoint."""
+    return {
+        "mem_mb": lambda wildcards, attempt: sum(host_mem_mb(e, attempt) for e in estimates_of(wildcards)),
+        "runtime": lambda wildcards, attempt: sum(runtime_minutes(e, attempt) for e in estimates_of(wildcards)),
+        "cpus_per_task": max(1, int(cfg["train"]["threads"])),
+        # SIGTERM to the job step (not B:, the batch shell): it reaches the training process through srun;
+        # append: a requeued job keeps the log of its earlier start.
+        "slurm_extra": lambda wildcards: f"--signal=TERM@{signal_seconds(*estimates_of(wildcards))} --open-mode=append",
+        **placement(s, gpu=cfg["train"]["device"] != "cpu"),
+    }
 
 
 def train_resources(cfg: dict, s: Site, estimate_of, share_of) -> dict:
     """Resources of the train rule; `estimate_of(wildcards)` gives a run's TrainEstimate, `share_of(wildcards)`
     its GpuShare."""
     gpu = cfg["train"]["device"] != "cpu"
-    out = {
-        "mem_mb": lambda wildcards, attempt: host_mem_mb(estimate_of(wildcards), attempt),
-        "runtime": lambda wildcards, attempt: runtime_minutes(estimate_of(wildcards), attempt),
-        "cpus_per_task": max(1, int(cfg["train"]["threads"])),
-        # SIGTERM to the job step (not B:, the batch shell): it reaches the training process through srun;
-        # append: a requeued job keeps the log of its earlier start.
-        "slurm_extra": lambda wildcards: f"--signal=TERM@{signal_seconds(estimate_of(wildcards))} --open-mode=append",
-        **placement(s, gpu=gpu),
-    }
+    out = _training_job(cfg, s, lambda wildcards: [estimate_of(wildcards)])
     if gpu and s.gpu_shards:
         # A run's share of a GPU on a site with GPU shards: gpu=0 and no gpu_model (with a model the executor
         # would add --gpus=<gpu_model>:1), gres=shard:[<gpu_model>:]<k> (--gres); a run that fills a GPU: gpu=1.
@@ -327,6 +338,94 @@ def train_resources(cfg: dict, s: Site, estimate_of, share_of) -> dict:
     elif gpu:
         out["gpu"] = 1  # the executor's spelling: --gpus=1 (or --gpus=<gpu_model>:1)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# seed packs (resources.pack_seeds): one job trains every seed of a grid point at once, on one GPU
+
+PACK_RULE = "train_seeds"  # the pack rules' names: train_seeds_<seed>_<seed>..., one per tuple of seeds
+
+
+def split_seed(run: str) -> tuple[str, str]:
+    """A run path's point (the path without its seed, always the last segment: paths.run_regex) and seed."""
+    point, _, last = run.rpartition("/")
+    axis, _, seed = last.partition("~")
+    if axis != "seed" or not point:
+        raise ValueError(f"run path {run!r} does not end with its seed~<s> segment")
+    return point, seed
+
+
+def packs_fit(est: TrainEstimate, s: Site, cap, n: int) -> bool:
+    """Whether n runs of this size train together on one GPU: runs_per_gpu(est, s, cap) >= n where the GPU
+    memory is known; on the CPU, always; with the GPU memory unknown, unless resources.runs_per_gpu caps it
+    below n."""
+    if not est.gpu:
+        return True
+    if gpu_memory_gb(s) is None:
+        return cap == "auto" or int(cap) >= n
+    return runs_per_gpu(est, s, cap) >= n
+
+
+def seed_packs(plan, estimate_of, s: Site) -> dict[str, tuple[str, ...]]:
+    """The seed packs of a plan (tokenfair.plan.Plan): point (run path without its seed) -> its seeds as the
+    path spells them, in numeric order; none unless resources.pack_seeds. `estimate_of(point)`: a grid point's
+    TrainEstimate. A selected point packs when it has two seeds or more, every corpus x tokenizer trains it
+    with the same seeds (so that its path alone names the job that makes a run: `pack_rules`), and its runs
+    fit on one GPU together (`packs_fit`, at most resources.runs_per_gpu). Every other run stays a job of the
+    rule train."""
+    if not plan["resources"]["pack_seeds"]:
+        return {}
+    seeds: dict[str, dict[tuple[str, str], list[str]]] = {}
+    for p in plan.selected:
+        point, seed = split_seed(p["run"])
+        seeds.setdefault(point, {}).setdefault((p["corpus"], p["tok"]), []).append(seed)
+    fits: dict[str, bool] = {}
+    for p in plan.selected:
+        point = split_seed(p["run"])[0]
+        n = len(seeds[point][(p["corpus"], p["tok"])])
+        fits[point] = fits.get(point, True) and packs_fit(estimate_of(p), s, plan["resources"]["runs_per_gpu"], n)
+    out = {}
+    for point, by_data in seeds.items():
+        tuples = {tuple(sorted(v, key=int)) for v in by_data.values()}
+        if len(tuples) == 1 and fits[point] and len(seed_tuple := tuples.pop()) > 1:
+            out[point] = seed_tuple
+    return out
+
+
+def pack_rules(packs: dict[str, tuple[str, ...]]) -> dict[str, tuple[tuple[str, ...], str]]:
+    """One pack rule per tuple of seeds: rule name -> (the seeds, the regex of its {point} wildcard: exactly
+    the points packed with these seeds)."""
+    points: dict[tuple[str, ...], list[str]] = {}
+    for point, seeds in packs.items():
+        points.setdefault(seeds, []).append(point)
+    return {f"{PACK_RULE}_{'_'.join(seeds)}": (seeds, "|".join(re.escape(p) for p in sorted(ps)))
+            for seeds, ps in sorted(points.items())}
+
+
+def pack_settings(settings: list[dict]) -> list[dict]:
+    """The settings of a pack's seeds as its processes get them: the job's train.threads split among them
+    (at least one each)."""
+    threads = max(1, settings[0]["train"]["threads"] // len(settings))
+    return [{**s, "train": {**s["train"], "threads": threads}} for s in settings]
+
+
+def pack_resources(cfg: dict, s: Site, estimates_of) -> dict:
+    """Resources of a pack rule; `estimates_of(wildcards)` gives its seeds' TrainEstimates. One whole GPU
+    (the site's GPU model, partition), host memory and time limit the sums of its seeds' (the time an upper
+    bound: the seeds train at once), SIGTERM before the limit as for train, all growing per attempt alike."""
+    out = _training_job(cfg, s, estimates_of)
+    if cfg["train"]["device"] != "cpu":
+        out["gpu"] = 1
+    return out
+
+
+def pack_cost(estimates) -> tuple[int, float, float]:
+    """(GPUs, GPU-hours, CPU-hours) of a pack for the plan's summary line: one GPU for the longest seed's
+    estimate (its seeds taken to run at once as fast as alone: a lower bound), or on the CPU the sum of its
+    seeds' hours."""
+    if estimates[0].gpu:
+        return 1, max(e.hours for e in estimates), 0.0
+    return 0, 0.0, sum(e.hours for e in estimates)
 
 
 # CPU rules whose cost follows the size of their input (MB): host memory (MB) = mem_base + mem_per_mb x input

@@ -38,6 +38,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ import torch.nn.functional as F
 from . import export, optim, paths
 from .device import autocast_for, compile_decoder, device_name, micro_batch, pick_device, synchronize
 from .errors import DataError, TokenfairError
-from .io import write_json, write_parquet
+from .io import job_log, write_json, write_parquet
 from .losses import evaluate, final_hidden, training_loss
 from .runio import (CHECKPOINT_FILE, CHECKPOINT_VERSION, TensorBoard, final_metrics, fingerprint,
                     load_checkpoint, norms_table, per_token_table, rng_state, row_norms, run_info, save_checkpoint,
@@ -514,3 +515,20 @@ def write_outputs(job: Job, state: RunState, tokenizer_json: str, tokenizer_spec
     log.info("%s: done in %.1f s; final %s", out_dir, info["timings"]["elapsed_s"],
              ", ".join(f"{s} loss {v['loss']:.4f}" for s, v in final.items()))
     return info
+
+
+def run_job(log_path: str, settings: dict, **kwargs) -> int:
+    """A train job's process (scripts/train.py, and each seed of scripts/train_seeds.py): `run(settings,
+    **kwargs)` with stderr and logging into its log file (tokenfair.io.job_log). Returns 0 when the run is
+    written, 143 when SIGTERM stopped it (its checkpoint written; the rerun resumes)."""
+    with job_log(log_path) as jlog:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no progress bars in the job log
+        try:
+            run(settings, **kwargs)
+        except Preempted as exc:
+            jlog.warning("%s", exc)
+            print(f"Preempted: {exc}", file=sys.__stderr__, flush=True)
+            return 143
+    return 0
