@@ -31,22 +31,22 @@ def train_seeds(log, seeds, settings, seed_logs, out_dirs, arguments) -> int:
         log.info("seed %s: pid %d, log %s", seed, p.pid, seed_log)
         if stopping:
             p.terminate()
-    running, failed, preempted = dict(procs), [], []
+    running = dict(procs)
     while running:
         wait([p.sentinel for p in running.values()])
-        for seed, p in [(k, p) for k, p in running.items() if p.exitcode is not None]:
-            del running[seed]
-            if p.exitcode != 0:
-                (preempted if p.exitcode in (143, -signal.SIGTERM) else failed).append(seed)
+        for seed in [k for k, p in running.items() if p.exitcode is not None]:
+            if running.pop(seed).exitcode != 0:
                 for other in running.values():  # the others checkpoint now: their rerun resumes
                     other.terminate()
+    stopped = [s for s in seeds if procs[s].exitcode in (143, -signal.SIGTERM)]
+    failed = [s for s in seeds if procs[s].exitcode not in (0, 143, -signal.SIGTERM)]
     for seed in failed:
         msg = f"seed {seed} failed (exit {procs[seed].exitcode}); see {seed_logs[seeds.index(seed)]}"
         log.error("%s", msg)
         print(msg, file=sys.__stderr__, flush=True)
-    if preempted:
-        log.warning("seeds %s stopped by SIGTERM after their checkpoint; the rerun resumes them", preempted)
-    return 1 if failed else 143 if preempted else 0
+    if stopped:
+        log.warning("seeds %s stopped by SIGTERM after their checkpoint; the rerun resumes them", ", ".join(stopped))
+    return 1 if failed else 143 if stopped else 0
 
 
 if __name__ == "__main__":  # spawn runs this file again in each seed's process, as __mp_main__: nothing to do there

@@ -3,12 +3,17 @@ runs, what such a job asks for, and that its runs equal separate runs (docs/slur
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import minimal_config, run_snakemake, write_config
+from conftest import REPO, minimal_config, run_snakemake, write_config
 from tokenfair import config as tfconfig
 from tokenfair import paths
 from tokenfair import plan as tfplan
@@ -199,11 +204,7 @@ def test_dry_run_plans_a_pack_per_point_and_counts_it_as_one_gpu(tmp_path):
     line = out.rstrip().splitlines()[-1]
     # 2 packs + 1 run: 3 GPUs (device auto, no GPU model)
     assert line.startswith("tokenfair plan: ") and "train 1, train_seeds_0_1 2" in line and "; 3 GPUs;" in line
-    # default: no pack rule at all
-    write_config(tmp_path, {k: v for k, v in MIXED.items() if k != "resources"})
-    res = run_snakemake(tmp_path, "-n", timeout=120)
-    assert res.returncode == 0 and job_counts(res.stdout + res.stderr)["train"] == 5
-    assert "train_seeds" not in res.stdout + res.stderr
+    # (without pack_seeds: a train job per run, tests/test_slurm.py's dry runs)
 
 
 @pytest.mark.heavy
@@ -230,3 +231,38 @@ def test_a_pack_trains_its_seeds_in_one_job_as_separate_runs_would(tmp_path):
     for seed in (0, 1):
         folder = tmp_path / paths.path("run", "res", corpus="sotu", tok="bpe", run=f"{point}/seed~{seed}")
         assert pq.read_table(folder / paths.RUN_PER_TOKEN).equals(packed[seed]), seed
+
+
+@pytest.mark.heavy
+def test_a_preempted_pack_checkpoints_every_seed_and_the_rerun_resumes_them(tmp_path):
+    """SIGTERM to the pack job (as SLURM sends it): both seeds checkpoint, the job fails with 143 and no run
+    folder looks complete; the rerun resumes both seeds from their checkpoints."""
+    train = {**CFG["train"], "steps": 1200, "eval_every": 1000, "checkpoint_every": 20}
+    write_config(tmp_path, {**CFG, "weight_decays": [1.0], "train": train})
+    point = "model~tiny-xs/weight_decay~1.0"
+    folders = [tmp_path / paths.path("run", "res", corpus="sotu", tok="bpe", run=f"{point}/seed~{s}") for s in (0, 1)]
+    logs = tmp_path / "res" / "logs" / "train_seeds" / "sotu" / "tok~bpe"
+    job_log = logs / f"{point}.log"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--cores", "2", "--until", "train_seeds_0_1"]
+    with open(tmp_path / "first.out", "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not all((f / paths.RUN_CHECKPOINT / "checkpoint.pt").exists() for f in folders):
+        assert proc.poll() is None, (tmp_path / "first.out").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoints within 300 s"
+        time.sleep(0.05)
+    # the job's process: the parent of the seeds' processes (their pids are in its log)
+    child = int(re.search(r"seed 0: pid (\d+)", job_log.read_text()).group(1))
+    with open(f"/proc/{child}/stat") as fh:
+        parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+    os.kill(parent, signal.SIGTERM)
+    assert proc.wait(timeout=300) != 0
+    assert "seeds 0, 1 stopped by SIGTERM" in job_log.read_text()
+    for f in folders:
+        assert (f / paths.RUN_CHECKPOINT / "checkpoint.pt").exists() and not (f / paths.RUN_PER_TOKEN).exists()
+    res = run_snakemake(tmp_path, "--until", "train_seeds_0_1", timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    for seed, f in enumerate(folders):
+        assert re.search(r"resumed from \S+ at step [1-9]", (logs / point / f"seed~{seed}.log").read_text())
+        assert (f / paths.RUN_PER_TOKEN).exists() and not (f / paths.RUN_CHECKPOINT).exists()

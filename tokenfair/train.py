@@ -517,10 +517,10 @@ def write_outputs(job: Job, state: RunState, tokenizer_json: str, tokenizer_spec
     return info
 
 
-def run_job(log_path: str, settings: dict, **kwargs) -> int:
-    """A train job's process (scripts/train.py, and each seed of scripts/train_seeds.py): `run(settings,
-    **kwargs)` with stderr and logging into its log file (tokenfair.io.job_log). Returns 0 when the run is
-    written, 143 when SIGTERM stopped it (its checkpoint written; the rerun resumes)."""
+def run_job(log_path: str, settings: dict, **kwargs) -> None:
+    """A train job's process (scripts/train.py, and each seed's of scripts/train_seeds.py): `run(settings,
+    **kwargs)` with stderr and logging into its log file (tokenfair.io.job_log). SIGTERM (SLURM time limit,
+    preemption) stops it with exit status 143 (SystemExit) once its checkpoint is written; the rerun resumes."""
     with job_log(log_path) as jlog:
         from transformers.utils import logging as hf_logging
 
@@ -530,5 +530,4 @@ def run_job(log_path: str, settings: dict, **kwargs) -> int:
         except Preempted as exc:
             jlog.warning("%s", exc)
             print(f"Preempted: {exc}", file=sys.__stderr__, flush=True)
-            return 143
-    return 0
+            raise SystemExit(143) from None
