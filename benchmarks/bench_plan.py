@@ -1,13 +1,17 @@
 """Planning speed: `snakemake -n` on a large tokenfair grid vs a bare expand() workflow of as many jobs.
 
-Two baselines, planned in a temporary folder, alternating with tokenfair, several repeats; prints medians
+Three baselines, planned in a temporary folder, alternating with tokenfair, several repeats; prints medians
 and ratios (target: tokenfair within 1.2x of the same-shape bare workflow):
 - bare: one rule, one output per job, nothing else;
 - bare, same shape: tokenfair's DAG with constants: a data chain (prepare, tokenizer, tokenize and count per
   split), a train-shaped rule (4 inputs from those jobs, 4 outputs and a directory, log, benchmark, 3 params,
   threads, 6 resources, a conda environment and a script), an aggregate over 3 files of every run, and `all` asking for every run file, so
   that the ratio against it isolates what tokenfair's own planning code (grid, settings, estimates, input
-  and resource functions) costs, not what Snakemake spends on a DAG of that size.
+  and resource functions) costs, not what Snakemake spends on a DAG of that size;
+- the same shape with functions of the wildcards where tokenfair's train rule has them (its input, 3 params
+  and 3 resources, each a dict lookup here): the ratio of the two shaped workflows is what Snakemake itself
+  spends per job on calling such functions (it inspects each one's signature on every call), and tokenfair
+  against this one is what tokenfair's own code and its other rules add.
 With slurm-client installed but no controller running, every snakemake start costs ~9 s more (the SLURM
 plugin asks `scontrol`): start `scripts/slurm-local.sh start` first, or the ratios are flattened.
 Run from the repository root:
@@ -89,6 +93,29 @@ rule aggregate:
 """
 
 
+# The same shape with tokenfair's functions of the wildcards where tokenfair has them (input, 3 params, 3
+# resources; each a dict lookup): what Snakemake spends calling per-job functions, without tokenfair's code.
+SHAPED_FUNCTIONS = (
+    SHAPED.replace(
+        """    input:
+        tokenizer="data/tokenizer.json", train="data/tokens/train.npy", validation="data/tokens/validation.npy",
+        frequency="data/frequency/train.parquet",""",
+        """    input: unpack(lambda w: INPUTS)""")
+    .replace(
+        """    params: settings={{"steps": 800, "lr": 0.003}}, tokenizer={{"type": "bpe"}}, corpus={{"source": "embedded"}}""",
+        """    params: settings=lambda w: PARAMS[w.i], tokenizer=lambda w: TOKENIZER, corpus=lambda w: CORPUS""")
+    .replace(
+        '    resources: runtime=15, mem_mb=3000, gpu=1, cpus_per_task=1, slurm_extra="--signal=TERM@121"',
+        '    resources: runtime=lambda w, attempt: 15 * attempt, mem_mb=lambda w, attempt: 3000 * attempt, gpu=1,'
+        ' cpus_per_task=1, slurm_extra=lambda w: "--signal=TERM@121"')
+    .replace('RUN = "out/{{i}}"', """RUN = "out/{{i}}"
+INPUTS = dict(tokenizer="data/tokenizer.json", train="data/tokens/train.npy",
+              validation="data/tokens/validation.npy", frequency="data/frequency/train.parquet")
+PARAMS = {{str(i): {{"steps": 800, "lr": 0.003, "seed": i}} for i in range(N)}}
+TOKENIZER, CORPUS = {{"type": "bpe"}}, {{"source": "embedded"}}""")
+)
+
+
 def grid_config(n_models: int, n_decays: int, n_seeds: int, results_dir: str) -> dict:
     with open(os.path.join(ROOT, "config.yaml")) as fh:
         cfg = yaml.safe_load(fh)
@@ -122,33 +149,39 @@ def main() -> None:
         os.makedirs(bare)
         with open(os.path.join(bare, "Snakefile"), "w") as fh:
             fh.write(BARE.format(n=n))
-        shaped = os.path.join(tmp, "shaped")
-        os.makedirs(shaped)
-        with open(os.path.join(shaped, "Snakefile"), "w") as fh:
-            fh.write(SHAPED.format(n=n))
-        for name in ("train.yaml", "train.py"):  # never run: the rule's conda env and script exist
-            with open(os.path.join(shaped, name), "w") as fh:
-                fh.write("dependencies: [python]\n" if name.endswith(".yaml") else "")
+        shaped, shaped_fn = os.path.join(tmp, "shaped"), os.path.join(tmp, "shaped_functions")
+        for folder, template in ((shaped, SHAPED), (shaped_fn, SHAPED_FUNCTIONS)):
+            os.makedirs(folder)
+            with open(os.path.join(folder, "Snakefile"), "w") as fh:
+                fh.write(template.format(n=n))
+            for name in ("train.yaml", "train.py"):  # never run: the rule's conda env and script exist
+                with open(os.path.join(folder, name), "w") as fh:
+                    fh.write("dependencies: [python]\n" if name.endswith(".yaml") else "")
         cfg_path = os.path.join(tmp, "grid.yaml")
         with open(cfg_path, "w") as fh:
             yaml.safe_dump(grid_config(n_models, n_decays, n_seeds, os.path.join(tmp, "results")), fh)
         ours_args = ["--configfile", cfg_path, "--snakefile", os.path.join(ROOT, "Snakefile"), "--directory", ROOT]
-        t_bare, t_shaped, t_ours = [], [], []
+        t_bare, t_shaped, t_fn, t_ours = [], [], [], []
         for _ in range(a.repeats):
             tb, jb = plan(["--cores", "1"], bare)
             ts, js = plan(["--cores", "1"], shaped)
+            tf, jf = plan(["--cores", "1"], shaped_fn)
             to, jo = plan(["--cores", "1", *ours_args], tmp)
             t_bare.append(tb)
             t_shaped.append(ts)
+            t_fn.append(tf)
             t_ours.append(to)
         shutil.rmtree(os.path.join(ROOT, ".snakemake", "locks"), ignore_errors=True)
-    mb, ms, mo = (statistics.median(t) for t in (t_bare, t_shaped, t_ours))
+    mb, ms, mf, mo = (statistics.median(t) for t in (t_bare, t_shaped, t_fn, t_ours))
     print(f"training grid points: {n}")
-    print(f"bare expand() workflow:          {jb} jobs, median {mb:.2f} s over {a.repeats} runs")
-    print(f"bare, train-rule-shaped workflow: {js} jobs, median {ms:.2f} s over {a.repeats} runs")
-    print(f"tokenfair workflow:               {jo} jobs, median {mo:.2f} s over {a.repeats} runs")
-    print(f"ratio tokenfair / bare:        {mo / mb:.2f}x")
-    print(f"ratio tokenfair / same shape:  {mo / ms:.2f}x (target <= 1.2x)")
+    print(f"bare expand() workflow:                     {jb} jobs, median {mb:.2f} s over {a.repeats} runs")
+    print(f"bare, train-rule-shaped workflow:           {js} jobs, median {ms:.2f} s over {a.repeats} runs")
+    print(f"the same with functions of the wildcards:   {jf} jobs, median {mf:.2f} s over {a.repeats} runs")
+    print(f"tokenfair workflow:                         {jo} jobs, median {mo:.2f} s over {a.repeats} runs")
+    print(f"ratio tokenfair / bare:                     {mo / mb:.2f}x")
+    print(f"ratio tokenfair / same shape:               {mo / ms:.2f}x (target <= 1.2x)")
+    print(f"ratio same shape with functions / without:  {mf / ms:.2f}x (what Snakemake spends on per-job functions)")
+    print(f"ratio tokenfair / same shape with functions: {mo / mf:.2f}x (tokenfair's own planning code, more rules)")
 
 
 if __name__ == "__main__":
